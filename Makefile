@@ -1,0 +1,33 @@
+# kafka_fdw — PGXS build.  `make && make install`, then see README.md.
+EXTENSION  = kafka_fdw
+MODULE_big = kafka_fdw
+OBJS = \
+	src/kafka_fdw.o \
+	src/option.o \
+	src/connection.o \
+	src/planner.o \
+	src/scan_bounds.o \
+	src/scan.o \
+	src/record.o \
+	src/import.o \
+	src/functions.o
+
+DATA = kafka_fdw--1.0.sql
+PGFILEDESC = "kafka_fdw - foreign data wrapper for Apache Kafka"
+
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --use-existing
+
+PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+SHLIB_LINK = -lrdkafka -ljansson
+
+# The bitcode for JIT inlining is not worth a clang dependency.
+override with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: test-broker
+test-broker:
+	$(MAKE) -C test/broker

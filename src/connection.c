@@ -1,0 +1,604 @@
+/*-------------------------------------------------------------------------
+ *
+ * connection.c
+ *		librdkafka handles per (server, user), broker metadata and offsets,
+ *		and the mapping of librdkafka errors to PostgreSQL errors.
+ *
+ * Design:
+ *
+ * - Handles are pooled per backend in a short list.  A scan acquires a handle
+ *   and releases it when it ends (or when its memory context goes away on
+ *   error); a second scan running at the same time gets its own handle, so
+ *   two scans never share a partition's fetch state.
+ *
+ * - Syscache callbacks on pg_foreign_server and pg_user_mapping mark handles
+ *   invalid; an idle invalid handle is destroyed at the next acquire, a busy
+ *   one when it is released.
+ *
+ * - librdkafka's blocking calls (metadata, offset lookups) are made in
+ *   slices of at most KAFKA_SLICE_MS with CHECK_FOR_INTERRUPTS between them,
+ *   so cancel, statement_timeout and pg_terminate_backend take effect within
+ *   a second even while the brokers are unreachable.  The whole call gives up
+ *   after kafka_fdw.connect_timeout with the last error librdkafka reported.
+ *
+ * - librdkafka's threads must never run PostgreSQL's signal handlers, so all
+ *   signals are blocked while a handle (and thus its threads) is created.
+ *   Its callbacks run on its own threads and only copy text into the handle
+ *   under a mutex; nothing there touches PostgreSQL.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/htup_details.h"
+#include "access/reloptions.h"
+#include "catalog/pg_user_mapping.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "kafka_fdw.h"
+
+/* Longest time spent in one blocking librdkafka call between interrupt checks. */
+#define KAFKA_SLICE_MS 250
+
+static KafkaConnection *connections = NULL;
+static bool callbacks_registered = false;
+
+static void kafka_inval_callback(Datum arg, int cacheid, uint32 hashvalue);
+static void kafka_connections_shutdown(int code, Datum arg);
+static void connection_destroy(KafkaConnection *conn);
+
+/* librdkafka error callback: remember the text for the next error report. */
+static void
+kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	KafkaConnection *conn = (KafkaConnection *) opaque;
+
+	if (conn == NULL)
+		return;
+	pthread_mutex_lock(&conn->error_lock);
+	strlcpy(conn->last_error, reason, sizeof(conn->last_error));
+	conn->last_error_code = err;
+	pthread_mutex_unlock(&conn->error_lock);
+}
+
+/* librdkafka log callback: keep its chatter out of the server log. */
+static void
+kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+}
+
+/*
+ * Look up the user mapping for (user, server), falling back to PUBLIC.
+ * Unlike GetUserMapping() a missing mapping is not an error: a Kafka cluster
+ * without authentication needs none.
+ */
+static UserMapping *
+find_user_mapping(Oid userid, Oid serverid)
+{
+	HeapTuple	tp;
+	UserMapping *um;
+	Datum		datum;
+	bool		isnull;
+
+	tp = SearchSysCache2(USERMAPPINGUSERSERVER, ObjectIdGetDatum(userid),
+						 ObjectIdGetDatum(serverid));
+	if (!HeapTupleIsValid(tp))
+		tp = SearchSysCache2(USERMAPPINGUSERSERVER, ObjectIdGetDatum(InvalidOid),
+							 ObjectIdGetDatum(serverid));
+	if (!HeapTupleIsValid(tp))
+		return NULL;
+
+	um = palloc0(sizeof(UserMapping));
+	um->umid = ((Form_pg_user_mapping) GETSTRUCT(tp))->oid;
+	um->userid = userid;
+	um->serverid = serverid;
+	datum = SysCacheGetAttr(USERMAPPINGUSERSERVER, tp,
+							Anum_pg_user_mapping_umoptions, &isnull);
+	um->options = isnull ? NIL : untransformRelOptions(datum);
+	ReleaseSysCache(tp);
+	return um;
+}
+
+static KafkaConnection *
+connection_create(Oid serverid, Oid userid)
+{
+	ForeignServer *server = GetForeignServer(serverid);
+	UserMapping *mapping = find_user_mapping(userid, serverid);
+	KafkaConnection *conn;
+	rd_kafka_conf_t *conf;
+	sigset_t	all,
+				saved;
+	char		errstr[512];
+
+	/* build the configuration first: it may throw, and owns nothing yet */
+	conf = kafka_build_conf(server, mapping);
+
+	conn = MemoryContextAllocZero(TopMemoryContext, sizeof(KafkaConnection));
+	conn->serverid = serverid;
+	conn->userid = userid;
+	conn->brokers = MemoryContextStrdup(TopMemoryContext,
+										kafka_server_brokers(server));
+	conn->server_hashvalue = GetSysCacheHashValue1(FOREIGNSERVEROID,
+												   ObjectIdGetDatum(serverid));
+	conn->mapping_hashvalue = mapping ?
+		GetSysCacheHashValue1(USERMAPPINGOID, ObjectIdGetDatum(mapping->umid)) : 0;
+	pthread_mutex_init(&conn->error_lock, NULL);
+
+	rd_kafka_conf_set_opaque(conf, conn);
+	rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
+	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+
+	/* librdkafka's threads inherit this mask: keep our signals off them. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &saved);
+	conn->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+
+	if (conn->rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		pfree(conn->brokers);
+		pfree(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("could not create Kafka client for server \"%s\"",
+						server->servername),
+				 errdetail("%s", errstr)));
+	}
+	return conn;
+}
+
+/*
+ * Get an idle handle for (server, user), creating one if needed.  The caller
+ * must hand it back with kafka_connection_release(), also on error paths.
+ */
+KafkaConnection *
+kafka_connection_acquire(Oid serverid, Oid userid)
+{
+	KafkaConnection **prev;
+	KafkaConnection *conn;
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterSyscacheCallback(FOREIGNSERVEROID, kafka_inval_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(USERMAPPINGOID, kafka_inval_callback, (Datum) 0);
+		before_shmem_exit(kafka_connections_shutdown, (Datum) 0);
+		callbacks_registered = true;
+	}
+
+	/* Pick an idle, valid handle; destroy idle invalidated ones on the way. */
+	prev = &connections;
+	while ((conn = *prev) != NULL)
+	{
+		if (!conn->in_use && conn->invalidated)
+		{
+			*prev = conn->next;
+			connection_destroy(conn);
+			continue;
+		}
+		if (!conn->in_use && conn->serverid == serverid && conn->userid == userid)
+		{
+			conn->in_use = true;
+			pthread_mutex_lock(&conn->error_lock);
+			conn->last_error[0] = '\0';
+			conn->last_error_code = RD_KAFKA_RESP_ERR_NO_ERROR;
+			pthread_mutex_unlock(&conn->error_lock);
+			return conn;
+		}
+		prev = &conn->next;
+	}
+
+	conn = connection_create(serverid, userid);
+	conn->in_use = true;
+	conn->next = connections;
+	connections = conn;
+	return conn;
+}
+
+/*
+ * Hand a handle back to the pool.  Safe to call from a memory context reset
+ * callback during abort: it neither allocates nor throws.
+ */
+void
+kafka_connection_release(KafkaConnection *conn)
+{
+	KafkaConnection **prev;
+
+	conn->in_use = false;
+	if (!conn->invalidated)
+		return;
+	for (prev = &connections; *prev; prev = &(*prev)->next)
+	{
+		if (*prev == conn)
+		{
+			*prev = conn->next;
+			connection_destroy(conn);
+			return;
+		}
+	}
+}
+
+static void
+connection_destroy(KafkaConnection *conn)
+{
+	if (conn->rk)
+		rd_kafka_destroy_flags(conn->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	pthread_mutex_destroy(&conn->error_lock);
+	pfree(conn->brokers);
+	pfree(conn);
+}
+
+static void
+kafka_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	KafkaConnection *conn;
+
+	for (conn = connections; conn; conn = conn->next)
+	{
+		if (hashvalue == 0 ||
+			(cacheid == FOREIGNSERVEROID && conn->server_hashvalue == hashvalue) ||
+			(cacheid == USERMAPPINGOID &&
+			 (conn->mapping_hashvalue == hashvalue || conn->mapping_hashvalue == 0)))
+			conn->invalidated = true;
+	}
+}
+
+static void
+kafka_connections_shutdown(int code, Datum arg)
+{
+	while (connections)
+	{
+		KafkaConnection *conn = connections;
+
+		connections = conn->next;
+		if (conn->rk)
+			rd_kafka_destroy_flags(conn->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+		conn->rk = NULL;
+	}
+}
+
+/*----------
+ * Report a librdkafka error as a PostgreSQL error with a fitting SQLSTATE.
+ * The broker list is named; librdkafka's own words go into the detail.
+ *----------
+ */
+void
+kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
+				   const char *topic)
+{
+	char		last[512];
+
+	pthread_mutex_lock(&conn->error_lock);
+	strlcpy(last, conn->last_error, sizeof(last));
+	pthread_mutex_unlock(&conn->error_lock);
+
+	switch (err)
+	{
+		case RD_KAFKA_RESP_ERR__TIMED_OUT:
+		case RD_KAFKA_RESP_ERR__TRANSPORT:
+		case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+		case RD_KAFKA_RESP_ERR__RESOLVE:
+		case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+		case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
+		case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+					 errmsg("could not reach Kafka brokers \"%s\" within %d ms",
+							conn->brokers, kafka_connect_timeout_ms),
+					 errdetail("%s", last[0] ? last : rd_kafka_err2str(err)),
+					 errhint("Check that the brokers are running and reachable from the database server, or raise kafka_fdw.connect_timeout.")));
+			break;
+		case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+		case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_TABLE_NOT_FOUND),
+					 errmsg("Kafka topic \"%s\" does not exist", topic ? topic : "?"),
+					 errdetail("Brokers: %s.", conn->brokers),
+					 errhint("Check the foreign table's option \"topic\".")));
+			break;
+		case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+		case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+		case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("Kafka denied access to topic \"%s\"", topic ? topic : "?"),
+					 errdetail("%s", rd_kafka_err2str(err))));
+			break;
+		case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+		case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("could not authenticate to Kafka brokers \"%s\"", conn->brokers),
+					 errdetail("%s", last[0] ? last : rd_kafka_err2str(err))));
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_ERROR),
+					 errmsg("Kafka request for topic \"%s\" failed", topic ? topic : "?"),
+					 errdetail("%s (%s).", rd_kafka_err2str(err), rd_kafka_err2name(err))));
+	}
+	pg_unreachable();
+}
+
+/* Errors after which a blocking call is simply tried again until the deadline. */
+static bool
+is_retriable(rd_kafka_resp_err_t err)
+{
+	switch (err)
+	{
+		case RD_KAFKA_RESP_ERR__TIMED_OUT:
+		case RD_KAFKA_RESP_ERR__TRANSPORT:
+		case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+		case RD_KAFKA_RESP_ERR__RESOLVE:
+		case RD_KAFKA_RESP_ERR__WAIT_COORD:
+		case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+		case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+		case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
+		case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+		case RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE:
+		case RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH:
+		case RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* Milliseconds left until deadline, at most KAFKA_SLICE_MS, at least 1. */
+static int
+next_slice(TimestampTz deadline)
+{
+	long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+	return (int) Max(1, Min(ms, KAFKA_SLICE_MS));
+}
+
+static TimestampTz
+deadline_from_now(void)
+{
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kafka_connect_timeout_ms);
+}
+
+/*
+ * Fetch metadata for one topic (or all topics when topic is NULL), retrying
+ * in interruptible slices until kafka_fdw.connect_timeout.  The caller frees
+ * the result with rd_kafka_metadata_destroy().
+ */
+static const struct rd_kafka_metadata *
+fetch_metadata(KafkaConnection *conn, const char *topic)
+{
+	TimestampTz deadline = deadline_from_now();
+	rd_kafka_topic_t *rkt = NULL;
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t err;
+
+	if (topic)
+	{
+		rkt = rd_kafka_topic_new(conn->rk, topic, NULL);
+		if (rkt == NULL)
+			kafka_report_error(conn, rd_kafka_last_error(), topic);
+	}
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		err = rd_kafka_metadata(conn->rk, topic == NULL, rkt, &md,
+								next_slice(deadline));
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			/* A topic the cluster is still electing leaders for: retry. */
+			if (topic && md->topic_cnt == 1 &&
+				is_retriable(md->topics[0].err) &&
+				GetCurrentTimestamp() < deadline)
+			{
+				rd_kafka_metadata_destroy(md);
+				md = NULL;
+				pg_usleep(10 * 1000L);
+				continue;
+			}
+			break;
+		}
+		if (!is_retriable(err) || GetCurrentTimestamp() >= deadline)
+		{
+			if (rkt)
+				rd_kafka_topic_destroy(rkt);
+			kafka_report_error(conn, err, topic);
+		}
+	}
+	if (rkt)
+		rd_kafka_topic_destroy(rkt);
+	return md;
+}
+
+static int
+cmp_int32(const void *a, const void *b)
+{
+	int32		x = *(const int32 *) a;
+	int32		y = *(const int32 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * The partition ids of a topic, sorted, palloc'd in the current context.
+ * Errors if the topic does not exist.
+ */
+int
+kafka_topic_partitions(KafkaConnection *conn, const char *topic, int32 **partitions)
+{
+	const struct rd_kafka_metadata *md = fetch_metadata(conn, topic);
+	const rd_kafka_metadata_topic_t *mt;
+	int			n;
+	int32	   *parts;
+	rd_kafka_resp_err_t err;
+
+	if (md->topic_cnt != 1 || md->topics[0].err)
+	{
+		err = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+		rd_kafka_metadata_destroy(md);
+		kafka_report_error(conn, err, topic);
+	}
+	mt = &md->topics[0];
+	n = mt->partition_cnt;
+	parts = palloc(sizeof(int32) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		parts[i] = mt->partitions[i].id;
+	rd_kafka_metadata_destroy(md);
+	qsort(parts, n, sizeof(int32), cmp_int32);
+	*partitions = parts;
+	return n;
+}
+
+static int
+cmp_list_strings(const ListCell *a, const ListCell *b)
+{
+	return strcmp(lfirst(a), lfirst(b));
+}
+
+/*
+ * Names of all topics of the cluster, as a List of palloc'd strings, sorted.
+ */
+List *
+kafka_list_topics(KafkaConnection *conn)
+{
+	const struct rd_kafka_metadata *md = fetch_metadata(conn, NULL);
+	List	   *names = NIL;
+
+	for (int i = 0; i < md->topic_cnt; i++)
+	{
+		if (md->topics[i].err)
+			continue;
+		names = lappend(names, pstrdup(md->topics[i].topic));
+	}
+	rd_kafka_metadata_destroy(md);
+	list_sort(names, cmp_list_strings);
+	return names;
+}
+
+/*
+ * One ListOffsets round trip per leader for all the partitions: the query
+ * value of each element is a timestamp, or -2 (earliest) / -1 (latest).
+ * On return, offsets[i] holds the answer, -1 meaning "none".
+ */
+static void
+list_offsets(KafkaConnection *conn, const char *topic, const int32 *partitions,
+			 int nparts, int64 query, int64 *offsets)
+{
+	TimestampTz deadline = deadline_from_now();
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_resp_err_t err;
+
+	if (nparts == 0)
+		return;
+
+	for (;;)
+	{
+		bool		retry = false;
+
+		CHECK_FOR_INTERRUPTS();
+		list = rd_kafka_topic_partition_list_new(nparts);
+		for (int i = 0; i < nparts; i++)
+			rd_kafka_topic_partition_list_add(list, topic, partitions[i])->offset = query;
+
+		err = rd_kafka_offsets_for_times(conn->rk, list, next_slice(deadline));
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			for (int i = 0; i < list->cnt && !err; i++)
+			{
+				if (list->elems[i].err && is_retriable(list->elems[i].err))
+					retry = true;
+				else if (list->elems[i].err)
+					err = list->elems[i].err;
+			}
+		}
+		else if (is_retriable(err))
+			retry = true;
+
+		if (!retry && err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			break;
+		rd_kafka_topic_partition_list_destroy(list);
+		if (!retry || GetCurrentTimestamp() >= deadline)
+			kafka_report_error(conn, err ? err : RD_KAFKA_RESP_ERR__TIMED_OUT, topic);
+		pg_usleep(10 * 1000L);
+	}
+
+	/* The answers come back in request order, but match them to be sure. */
+	for (int i = 0; i < nparts; i++)
+	{
+		rd_kafka_topic_partition_t *tp =
+			rd_kafka_topic_partition_list_find(list, topic, partitions[i]);
+
+		offsets[i] = tp ? tp->offset : -1;
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/*
+ * Fill low and high watermarks of the given partitions (wm[i].partition set
+ * by the caller).  Two batched ListOffsets requests, not two per partition.
+ */
+void
+kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
+					   KafkaWatermark *wm, int nparts)
+{
+	int32	   *parts = palloc(sizeof(int32) * Max(nparts, 1));
+	int64	   *offs = palloc(sizeof(int64) * Max(nparts, 1));
+
+	for (int i = 0; i < nparts; i++)
+		parts[i] = wm[i].partition;
+
+	list_offsets(conn, topic, parts, nparts, RD_KAFKA_OFFSET_BEGINNING, offs);
+	for (int i = 0; i < nparts; i++)
+		wm[i].low = Max(offs[i], 0);
+	list_offsets(conn, topic, parts, nparts, RD_KAFKA_OFFSET_END, offs);
+	for (int i = 0; i < nparts; i++)
+		wm[i].high = Max(offs[i], wm[i].low);
+
+	pfree(parts);
+	pfree(offs);
+}
+
+/*
+ * For each partition, the earliest offset whose timestamp is >= timestamp_ms,
+ * or -1 when the broker knows none.  Callers must treat -1 with care: brokers
+ * without a time index (librdkafka's mock cluster among them) answer -1 for
+ * every lookup, see scan.c.
+ */
+void
+kafka_offsets_for_timestamp(KafkaConnection *conn, const char *topic,
+							const int32 *partitions, int nparts,
+							int64 timestamp_ms, int64 *offsets)
+{
+	list_offsets(conn, topic, partitions, nparts, Max(timestamp_ms, 0), offsets);
+}
+
+/*
+ * Called by a scan that has waited since 'since' without receiving anything
+ * although records are known to exist: error out once connect_timeout has
+ * passed.  librdkafka keeps reconnecting in the background meanwhile.
+ */
+void
+kafka_check_connection_alive(KafkaConnection *conn, TimestampTz since, const char *topic)
+{
+	if (TimestampDifferenceExceeds(since, GetCurrentTimestamp(), kafka_connect_timeout_ms))
+	{
+		rd_kafka_resp_err_t err;
+
+		pthread_mutex_lock(&conn->error_lock);
+		err = conn->last_error_code;
+		pthread_mutex_unlock(&conn->error_lock);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+		kafka_report_error(conn, err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+						   err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ?
+						   err : RD_KAFKA_RESP_ERR__TIMED_OUT, topic);
+	}
+}

@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ *
+ * kafka_fdw.c
+ *		Module entry points: the FDW handler, GUCs and _PG_init.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "foreign/fdwapi.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "kafka_fdw.h"
+
+PG_MODULE_MAGIC;
+
+int			kafka_connect_timeout_ms = 10000;
+int			kafka_max_record_size = 16 * 1024 * 1024;
+
+PG_FUNCTION_INFO_V1(kafka_fdw_handler);
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("kafka_fdw.connect_timeout",
+							"Time to wait for unreachable Kafka brokers before failing.",
+							"Applies to metadata and offset requests and to a scan that receives nothing from the brokers.",
+							&kafka_connect_timeout_ms,
+							10000, 100, 3600 * 1000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("kafka_fdw.max_record_size",
+							"Records larger than this (key, value and headers) are skipped or fail the scan.",
+							NULL,
+							&kafka_max_record_size,
+							16 * 1024 * 1024, 1024, MaxAllocSize / 2,
+							PGC_USERSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	MarkGUCPrefixReserved("kafka_fdw");
+}
+
+Datum
+kafka_fdw_handler(PG_FUNCTION_ARGS)
+{
+	FdwRoutine *routine = makeNode(FdwRoutine);
+
+	routine->GetForeignRelSize = kafkaGetForeignRelSize;
+	routine->GetForeignPaths = kafkaGetForeignPaths;
+	routine->GetForeignPlan = kafkaGetForeignPlan;
+	routine->BeginForeignScan = kafkaBeginForeignScan;
+	routine->IterateForeignScan = kafkaIterateForeignScan;
+	routine->ReScanForeignScan = kafkaReScanForeignScan;
+	routine->EndForeignScan = kafkaEndForeignScan;
+	routine->ExplainForeignScan = kafkaExplainForeignScan;
+	routine->ImportForeignSchema = kafkaImportForeignSchema;
+
+	PG_RETURN_POINTER(routine);
+}

@@ -1,0 +1,136 @@
+/*-------------------------------------------------------------------------
+ *
+ * kafka_fdw.h
+ *		Shared declarations of kafka_fdw, grouped by the file defining them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef KAFKA_FDW_H
+#define KAFKA_FDW_H
+
+#include "postgres.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+
+#include "compat.h"
+#include "foreign/foreign.h"
+#include "nodes/execnodes.h"
+#include "nodes/pathnodes.h"
+#include "commands/explain.h"
+#include "utils/jsonb.h"
+
+/* The Kafka columns a foreign table may declare, matched by name. */
+typedef enum KafkaColumn
+{
+	KAFKA_COL_NONE = -1,		/* dropped column */
+	KAFKA_COL_PARTITION = 0,
+	KAFKA_COL_OFFSET,
+	KAFKA_COL_TIMESTAMP_TYPE,
+	KAFKA_COL_TIMESTAMP,
+	KAFKA_COL_KEY,
+	KAFKA_COL_VALUE,
+	KAFKA_COL_HEADERS,
+	KAFKA_COL_REFRESH_TIME,
+	KAFKA_NUM_COLUMNS
+} KafkaColumn;
+
+/* What start_offset asks for. */
+typedef enum KafkaStartKind
+{
+	KAFKA_START_EARLIEST,
+	KAFKA_START_LATEST,
+	KAFKA_START_TIMESTAMP
+} KafkaStartKind;
+
+/* Options of one foreign table, merged with its server's. */
+typedef struct KafkaTableOptions
+{
+	Oid			serverid;
+	char	   *topic;
+	KafkaStartKind start_kind;
+	int64		start_timestamp_ms; /* for KAFKA_START_TIMESTAMP */
+	bool		on_error_fail;	/* on_error 'fail' (default 'skip') */
+} KafkaTableOptions;
+
+/* One partition's offsets as the broker reports them. */
+typedef struct KafkaWatermark
+{
+	int32		partition;
+	int64		low;			/* first retained offset */
+	int64		high;			/* high watermark (LSO under read_committed) */
+} KafkaWatermark;
+
+/*
+ * A librdkafka consumer handle for one (server, user), pooled per backend.
+ * A handle is used by one scan at a time; a second concurrent scan of the
+ * same server gets a second handle.
+ */
+typedef struct KafkaConnection
+{
+	Oid			serverid;
+	Oid			userid;
+	rd_kafka_t *rk;
+	char	   *brokers;		/* for messages, in TopMemoryContext */
+	bool		in_use;
+	bool		invalidated;	/* options changed: destroy when released */
+	uint32		server_hashvalue;
+	uint32		mapping_hashvalue;
+
+	/* written by librdkafka threads through the error callback */
+	pthread_mutex_t error_lock;
+	char		last_error[512];
+	rd_kafka_resp_err_t last_error_code;
+
+	struct KafkaConnection *next;
+} KafkaConnection;
+
+/* in kafka_fdw.c */
+extern int	kafka_connect_timeout_ms;
+extern int	kafka_max_record_size;
+
+/* in option.c */
+extern void kafka_get_table_options(Oid relid, KafkaTableOptions *opts);
+extern char *kafka_server_brokers(ForeignServer *server);
+extern rd_kafka_conf_t *kafka_build_conf(ForeignServer *server, UserMapping *mapping);
+extern bool kafka_parse_timestamp(const char *str, int64 *ms);
+
+/* in connection.c */
+extern KafkaConnection *kafka_connection_acquire(Oid serverid, Oid userid);
+extern void kafka_connection_release(KafkaConnection *conn);
+extern int	kafka_topic_partitions(KafkaConnection *conn, const char *topic,
+								   int32 **partitions);
+extern void kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
+								   KafkaWatermark *wm, int nparts);
+extern void kafka_offsets_for_timestamp(KafkaConnection *conn, const char *topic,
+										const int32 *partitions, int nparts,
+										int64 timestamp_ms, int64 *offsets);
+extern List *kafka_list_topics(KafkaConnection *conn);
+extern void kafka_check_connection_alive(KafkaConnection *conn,
+										 TimestampTz since, const char *topic);
+extern void kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
+							   const char *topic) pg_attribute_noreturn();
+
+/* in planner.c */
+extern void kafkaGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel,
+								   Oid foreigntableid);
+extern void kafkaGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel,
+								 Oid foreigntableid);
+extern ForeignScan *kafkaGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel,
+										Oid foreigntableid, ForeignPath *best_path,
+										List *tlist, List *scan_clauses,
+										Plan *outer_plan);
+extern KafkaColumn *kafka_map_columns(Relation rel);
+extern const char *kafka_column_name(KafkaColumn col);
+
+/* in scan.c */
+extern void kafkaBeginForeignScan(ForeignScanState *node, int eflags);
+extern TupleTableSlot *kafkaIterateForeignScan(ForeignScanState *node);
+extern void kafkaReScanForeignScan(ForeignScanState *node);
+extern void kafkaEndForeignScan(ForeignScanState *node);
+extern void kafkaExplainForeignScan(ForeignScanState *node, ExplainState *es);
+
+/* in import.c */
+extern List *kafkaImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid);
+
+#endif							/* KAFKA_FDW_H */

@@ -1,0 +1,41 @@
+/*-------------------------------------------------------------------------
+ *
+ * record.h
+ *		Kafka record to row conversion (record.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef KAFKA_RECORD_H
+#define KAFKA_RECORD_H
+
+#include "kafka_fdw.h"
+#include "access/tupdesc.h"
+
+/* Per-scan state of the record converter; see kafka_converter_init(). */
+typedef struct KafkaRecordConverter
+{
+	int			natts;
+	const KafkaColumn *columns; /* per attribute */
+	Oid		   *typids;			/* per attribute, for wanted ones */
+	bool	   *wanted;			/* per attribute: fill it? */
+	Datum		refresh_time;
+	Datum		ts_type_datum[3];	/* 'C', 'L', 'U' */
+	Datum		empty_headers;	/* the jsonb [] */
+	MemoryContext scan_cxt;		/* for the scratch arrays below */
+	int			header_capacity;
+	const char **header_names;
+	const void **header_values;
+	size_t	   *header_sizes;
+	char		error[256];		/* why the last record failed to convert */
+} KafkaRecordConverter;
+
+extern void kafka_converter_init(KafkaRecordConverter *conv, TupleDesc desc,
+								 const KafkaColumn *columns, List *retrieved_attrs,
+								 TimestampTz refresh_time);
+extern bool kafka_record_to_datums(KafkaRecordConverter *conv,
+								   const rd_kafka_message_t *msg,
+								   Datum *values, bool *isnull);
+extern bool kafka_bytes_to_jsonb(const char *data, size_t len, Datum *result,
+								 char *errbuf, size_t errbufsize, const char *what);
+
+#endif							/* KAFKA_RECORD_H */

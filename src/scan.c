@@ -1,0 +1,613 @@
+/*-------------------------------------------------------------------------
+ *
+ * scan.c
+ *		Executing a kafka_fdw foreign scan: bounded reads of a topic's
+ *		partitions up to the watermarks captured when the scan starts.
+ *
+ * Design and invariants:
+ *
+ * - When the scan starts (first IterateForeignScan, or after a rescan) the
+ *   pushed-down conditions are evaluated, the topic's partitions and their
+ *   watermarks are fetched once, and each wanted partition gets a half-open
+ *   range [start, end) with end <= the high watermark (the last stable offset
+ *   under read_committed) of that moment.  A partition is finished when a
+ *   record at offset >= end - 1 arrived, or librdkafka reports the end of the
+ *   partition.  The scan therefore always terminates, also on a topic being
+ *   written, and never waits for records that do not exist.
+ *
+ * - Records are fetched with librdkafka's legacy per-partition consumer into
+ *   a queue owned by this scan, and taken off it in batches.  Messages past a
+ *   partition's end (prefetched) are dropped.
+ *
+ * - While waiting, the loop wakes at least every KAFKA_POLL_MS to check for
+ *   interrupts.  If nothing arrives for kafka_fdw.connect_timeout although
+ *   records are due, the scan fails with the broker's last error.
+ *
+ * - Cleanup (stopping the partition fetchers, destroying messages, the queue
+ *   and the topic handle, releasing the pooled connection) is a memory
+ *   context reset callback of the scan's context, so it also runs when the
+ *   query fails or is cancelled, not only from EndForeignScan.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "commands/explain.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "kafka_fdw.h"
+#include "record.h"
+#include "scan_bounds.h"
+
+#define KAFKA_BATCH_SIZE 1024	/* messages taken off the queue at once */
+#define KAFKA_POLL_MS 100		/* longest wait between interrupt checks */
+
+/* Indexes of the ForeignScan's fdw_private list (see planner.c). */
+enum KafkaPlanPrivate
+{
+	KafkaPrivateRetrievedAttrs,	/* List of attnums to fill */
+	KafkaPrivateCondColumns,	/* List of KafkaColumn, one per fdw_exprs */
+	KafkaPrivateCondOps			/* List of KafkaCondOp, one per fdw_exprs */
+};
+
+/* One partition's part of the scan. */
+typedef struct KafkaPartitionScan
+{
+	int32		partition;
+	int64		low;			/* watermarks at scan start */
+	int64		high;
+	int64		start;			/* first offset to read */
+	int64		end;			/* one past the last offset to read */
+	bool		started;		/* fetcher running */
+	bool		done;
+	int64		records;		/* records returned */
+	int64		last_offset;	/* offset of the last record seen, -1 if none */
+} KafkaPartitionScan;
+
+typedef struct KafkaScanState
+{
+	/* set up by BeginForeignScan */
+	KafkaTableOptions opts;
+	KafkaColumn *columns;
+	List	   *cond_columns;
+	List	   *cond_ops;
+	List	   *cond_states;	/* ExprState of each fdw_exprs entry */
+	KafkaRecordConverter conv;
+	MemoryContext scan_cxt;		/* lives until the scan ends */
+	MemoryContextCallback cleanup_cb;
+	Oid			userid;
+
+	/* set up when the scan starts */
+	bool		started;
+	KafkaScanBounds bounds;
+	KafkaConnection *conn;
+	rd_kafka_topic_t *rkt;
+	rd_kafka_queue_t *queue;
+	KafkaPartitionScan *parts;
+	int			nparts;
+	int			nactive;		/* partitions not yet done */
+	int		   *part_index;		/* partition id -> index in parts, or -1 */
+	int			part_index_size;
+
+	/* messages taken off the queue, not yet returned */
+	rd_kafka_message_t **batch;
+	int			batch_len;
+	int			batch_pos;
+	rd_kafka_message_t *current;	/* being converted */
+	TimestampTz last_progress;
+
+	/* statistics for EXPLAIN ANALYZE and the skip warning */
+	int64		records;
+	int64		bytes;
+	int64		skipped;
+	char	   *first_skip;
+} KafkaScanState;
+
+static void scan_start(ForeignScanState *node, KafkaScanState *st);
+static void scan_cleanup(void *arg);
+
+void
+kafkaBeginForeignScan(ForeignScanState *node, int eflags)
+{
+	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
+	Relation	rel = node->ss.ss_currentRelation;
+	KafkaScanState *st;
+	MemoryContext old;
+
+	st = palloc0(sizeof(KafkaScanState));
+	node->fdw_state = st;
+	st->scan_cxt = AllocSetContextCreate(CurrentMemoryContext, "kafka_fdw scan",
+										 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(st->scan_cxt);
+
+	kafka_get_table_options(RelationGetRelid(rel), &st->opts);
+	st->columns = kafka_map_columns(rel);
+	st->cond_columns = list_nth(plan->fdw_private, KafkaPrivateCondColumns);
+	st->cond_ops = list_nth(plan->fdw_private, KafkaPrivateCondOps);
+	st->userid = kafka_scan_user(node);
+	kafka_converter_init(&st->conv, RelationGetDescr(rel), st->columns,
+						 list_nth(plan->fdw_private, KafkaPrivateRetrievedAttrs),
+						 GetCurrentStatementStartTimestamp());
+	st->batch = palloc(sizeof(rd_kafka_message_t *) * KAFKA_BATCH_SIZE);
+	MemoryContextSwitchTo(old);
+
+	/* expression states live in the executor's context, as usual */
+	st->cond_states = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
+
+	st->cleanup_cb.func = scan_cleanup;
+	st->cleanup_cb.arg = st;
+	MemoryContextRegisterResetCallback(st->scan_cxt, &st->cleanup_cb);
+}
+
+/* Evaluate the pushed-down conditions into st->bounds. */
+static void
+evaluate_bounds(ForeignScanState *node, KafkaScanState *st)
+{
+	ExprContext *econtext = node->ss.ps.ps_ExprContext;
+	ListCell   *lc1,
+			   *lc2,
+			   *lc3;
+
+	kafka_bounds_init(&st->bounds);
+	forthree(lc1, st->cond_columns, lc2, st->cond_ops, lc3, st->cond_states)
+	{
+		ExprState  *es = lfirst(lc3);
+		bool		isnull;
+		Datum		value = ExecEvalExpr(es, econtext, &isnull);
+
+		kafka_bounds_apply(&st->bounds, lfirst_int(lc1), lfirst_int(lc2),
+						   value, isnull, exprType((Node *) es->expr));
+	}
+}
+
+/*
+ * Turn the timestamp bound into a start offset per partition.  A broker
+ * answers -1 when no record is that recent; brokers without a time index
+ * answer -1 always.  We tell them apart by asking for time 0 as well: a
+ * partition holding records must answer that with an offset.  Where the
+ * broker cannot answer, the partition is read from its start and the
+ * timestamp condition is applied by the local filter alone.
+ */
+static void
+apply_timestamp_bound(KafkaScanState *st)
+{
+	int32	   *ids = palloc(sizeof(int32) * Max(st->nparts, 1));
+	int64	   *offs = palloc(sizeof(int64) * Max(st->nparts, 1));
+	int64	   *probe = NULL;
+	int			n = 0;
+
+	for (int i = 0; i < st->nparts; i++)
+		if (st->parts[i].start < st->parts[i].end)
+			ids[n++] = st->parts[i].partition;
+	if (n == 0)
+		return;
+
+	kafka_offsets_for_timestamp(st->conn, st->opts.topic, ids, n,
+								st->bounds.timestamp_lo_ms, offs);
+	for (int i = 0, j = 0; i < st->nparts; i++)
+	{
+		KafkaPartitionScan *ps = &st->parts[i];
+
+		if (ps->start >= ps->end)
+			continue;
+		if (offs[j] >= 0)
+			ps->start = Max(ps->start, offs[j]);
+		else
+		{
+			if (probe == NULL)
+			{
+				probe = palloc(sizeof(int64) * n);
+				kafka_offsets_for_timestamp(st->conn, st->opts.topic, ids, n, 0, probe);
+			}
+			if (probe[j] >= 0)
+				ps->start = ps->end;	/* no record that recent */
+		}
+		j++;
+	}
+}
+
+/*
+ * Start the scan: evaluate bounds, capture watermarks, and start a fetcher
+ * for every partition that has records in range.
+ */
+static void
+scan_start(ForeignScanState *node, KafkaScanState *st)
+{
+	MemoryContext old;
+	int32	   *ids;
+	int			nids;
+	int			maxid = -1;
+	rd_kafka_topic_conf_t *tconf;
+	char		errstr[256];
+
+	st->started = true;
+	evaluate_bounds(node, st);
+	if (st->bounds.empty)
+		return;
+
+	old = MemoryContextSwitchTo(st->scan_cxt);
+	st->conn = kafka_connection_acquire(st->opts.serverid, st->userid);
+
+	nids = kafka_topic_partitions(st->conn, st->opts.topic, &ids);
+	st->parts = palloc0(sizeof(KafkaPartitionScan) * Max(nids, 1));
+	for (int i = 0; i < nids; i++)
+	{
+		if (!kafka_bounds_partition_ok(&st->bounds, ids[i]))
+			continue;
+		st->parts[st->nparts].partition = ids[i];
+		st->parts[st->nparts].last_offset = -1;
+		maxid = Max(maxid, ids[i]);
+		st->nparts++;
+	}
+	{
+		KafkaWatermark *wm = palloc(sizeof(KafkaWatermark) * Max(st->nparts, 1));
+
+		for (int i = 0; i < st->nparts; i++)
+			wm[i].partition = st->parts[i].partition;
+		kafka_topic_watermarks(st->conn, st->opts.topic, wm, st->nparts);
+		for (int i = 0; i < st->nparts; i++)
+		{
+			KafkaPartitionScan *ps = &st->parts[i];
+
+			ps->low = wm[i].low;
+			ps->high = wm[i].high;
+			ps->start = Max(ps->low, st->bounds.offset_lo);
+			ps->end = Min(ps->high, st->bounds.offset_hi);
+		}
+	}
+	if (st->bounds.has_timestamp)
+		apply_timestamp_bound(st);
+
+	st->part_index_size = maxid + 1;
+	st->part_index = palloc(sizeof(int) * Max(st->part_index_size, 1));
+	for (int i = 0; i < st->part_index_size; i++)
+		st->part_index[i] = -1;
+	for (int i = 0; i < st->nparts; i++)
+		st->part_index[st->parts[i].partition] = i;
+
+	tconf = rd_kafka_topic_conf_new();
+	if (rd_kafka_topic_conf_set(tconf, "auto.offset.reset", "earliest",
+								errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		elog(ERROR, "could not configure topic: %s", errstr);
+	st->rkt = rd_kafka_topic_new(st->conn->rk, st->opts.topic, tconf);
+	if (st->rkt == NULL)
+		kafka_report_error(st->conn, rd_kafka_last_error(), st->opts.topic);
+	st->queue = rd_kafka_queue_new(st->conn->rk);
+
+	for (int i = 0; i < st->nparts; i++)
+	{
+		KafkaPartitionScan *ps = &st->parts[i];
+
+		if (ps->start >= ps->end)
+		{
+			ps->done = true;
+			continue;
+		}
+		if (rd_kafka_consume_start_queue(st->rkt, ps->partition, ps->start,
+										 st->queue) == -1)
+			kafka_report_error(st->conn, rd_kafka_last_error(), st->opts.topic);
+		ps->started = true;
+		st->nactive++;
+	}
+	st->last_progress = GetCurrentTimestamp();
+	MemoryContextSwitchTo(old);
+}
+
+static void
+partition_done(KafkaScanState *st, KafkaPartitionScan *ps)
+{
+	if (!ps->done)
+	{
+		ps->done = true;
+		st->nactive--;
+	}
+}
+
+/* Apply on_error to a record that could not be converted. */
+static void
+record_conversion_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
+						 const char *reason)
+{
+	if (st->opts.on_error_fail)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("could not convert Kafka record at partition %d, offset " INT64_FORMAT " of topic \"%s\"",
+						(int) msg->partition, (int64) msg->offset, st->opts.topic),
+				 errdetail("%s.", reason),
+				 errhint("Declare the column as bytea to read the raw bytes, or set the table option on_error to 'skip'.")));
+
+	st->skipped++;
+	if (st->first_skip == NULL)
+		st->first_skip = MemoryContextStrdup(st->scan_cxt,
+											 psprintf("partition %d, offset " INT64_FORMAT ": %s",
+													  (int) msg->partition,
+													  (int64) msg->offset, reason));
+}
+
+/*
+ * Handle one message from the queue.  Returns true if it was turned into
+ * the slot's tuple.
+ */
+static bool
+handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot)
+{
+	KafkaPartitionScan *ps = NULL;
+	int			idx;
+
+	if (msg->rkt == st->rkt && msg->partition >= 0 &&
+		msg->partition < st->part_index_size &&
+		(idx = st->part_index[msg->partition]) >= 0)
+		ps = &st->parts[idx];
+
+	if (msg->err)
+	{
+		if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+		{
+			/* the log ends here: nothing more can come for this partition */
+			if (ps)
+				partition_done(st, ps);
+			return false;
+		}
+		if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+			msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+			msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+			msg->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+			kafka_report_error(st->conn, msg->err, st->opts.topic);
+		/* transient: librdkafka retries; the stall timeout covers the rest */
+		return false;
+	}
+
+	if (ps == NULL || ps->done || msg->offset < ps->start)
+		return false;
+	if (msg->offset >= ps->end)
+	{
+		partition_done(st, ps);
+		return false;
+	}
+	if (msg->offset >= ps->end - 1)
+		partition_done(st, ps);
+	ps->last_offset = msg->offset;
+
+	if (msg->len + msg->key_len > (size_t) kafka_max_record_size)
+	{
+		record_conversion_failed(st, msg,
+								 psprintf("record of %zu bytes exceeds kafka_fdw.max_record_size (%d bytes)",
+										  msg->len + msg->key_len, kafka_max_record_size));
+		return false;
+	}
+
+	ExecClearTuple(slot);
+	if (!kafka_record_to_datums(&st->conv, msg, slot->tts_values, slot->tts_isnull))
+	{
+		record_conversion_failed(st, msg, st->conv.error);
+		return false;
+	}
+	ExecStoreVirtualTuple(slot);
+	ps->records++;
+	st->records++;
+	st->bytes += msg->len + msg->key_len;
+	return true;
+}
+
+TupleTableSlot *
+kafkaIterateForeignScan(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
+
+	if (!st->started)
+		scan_start(node, st);
+
+	for (;;)
+	{
+		ssize_t		n;
+
+		while (st->batch_pos < st->batch_len)
+		{
+			bool		produced;
+
+			st->current = st->batch[st->batch_pos++];
+			produced = handle_message(st, st->current, slot);
+			rd_kafka_message_destroy(st->current);
+			st->current = NULL;
+			if (produced)
+				return slot;
+		}
+		st->batch_len = st->batch_pos = 0;
+
+		if (st->nactive == 0)
+			return ExecClearTuple(slot);
+
+		CHECK_FOR_INTERRUPTS();
+
+		/* take what is there; if nothing, wait a little for one message */
+		n = rd_kafka_consume_batch_queue(st->queue, 0, st->batch, KAFKA_BATCH_SIZE);
+		if (n == 0)
+		{
+			rd_kafka_message_t *m = rd_kafka_consume_queue(st->queue, KAFKA_POLL_MS);
+
+			if (m)
+			{
+				st->batch[0] = m;
+				n = 1;
+			}
+		}
+		if (n < 0)
+			kafka_report_error(st->conn, rd_kafka_last_error(), st->opts.topic);
+		if (n == 0)
+		{
+			kafka_check_connection_alive(st->conn, st->last_progress, st->opts.topic);
+			continue;
+		}
+		st->batch_len = (int) n;
+		st->last_progress = GetCurrentTimestamp();
+	}
+}
+
+/*
+ * Release everything librdkafka-side.  Runs from EndForeignScan, from
+ * ReScan, and as the reset callback of the scan's memory context when the
+ * query errors out; must not throw.
+ */
+static void
+scan_cleanup(void *arg)
+{
+	KafkaScanState *st = (KafkaScanState *) arg;
+
+	if (st->current)
+	{
+		rd_kafka_message_destroy(st->current);
+		st->current = NULL;
+	}
+	while (st->batch_pos < st->batch_len)
+		rd_kafka_message_destroy(st->batch[st->batch_pos++]);
+	st->batch_pos = st->batch_len = 0;
+
+	if (st->rkt)
+	{
+		for (int i = 0; i < st->nparts; i++)
+		{
+			if (st->parts[i].started)
+				rd_kafka_consume_stop(st->rkt, st->parts[i].partition);
+			st->parts[i].started = false;
+		}
+	}
+	if (st->queue)
+	{
+		rd_kafka_queue_destroy(st->queue);
+		st->queue = NULL;
+	}
+	if (st->rkt)
+	{
+		rd_kafka_topic_destroy(st->rkt);
+		st->rkt = NULL;
+	}
+	if (st->conn)
+	{
+		kafka_connection_release(st->conn);
+		st->conn = NULL;
+	}
+}
+
+/* Warn once per scan about records skipped under on_error 'skip'. */
+static void
+report_skipped(KafkaScanState *st)
+{
+	if (st->skipped > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("skipped " INT64_FORMAT " Kafka record(s) of topic \"%s\" that could not be converted",
+						st->skipped, st->opts.topic),
+				 errdetail("First skipped record: %s.", st->first_skip),
+				 errhint("Declare the columns as bytea to read such records, or set the table option on_error to 'fail'.")));
+}
+
+void
+kafkaReScanForeignScan(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+
+	scan_cleanup(st);
+	report_skipped(st);
+	st->started = false;
+	st->nparts = st->nactive = 0;
+	st->records = st->bytes = st->skipped = 0;
+	st->first_skip = NULL;
+}
+
+void
+kafkaEndForeignScan(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+
+	if (st == NULL)
+		return;
+	scan_cleanup(st);
+	report_skipped(st);
+	MemoryContextDelete(st->scan_cxt);
+	node->fdw_state = NULL;
+}
+
+/*
+ * EXPLAIN: the topic, the partitions and offsets the conditions allow, and
+ * with ANALYZE what was read.  Before the scan has run (plain EXPLAIN), only
+ * constant conditions are folded; others are shown as decided at run time.
+ */
+void
+kafkaExplainForeignScan(ForeignScanState *node, ExplainState *es)
+{
+	KafkaScanState *st = node->fdw_state;
+	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
+	KafkaScanBounds b;
+	bool		runtime = false;
+
+	ExplainPropertyText("Kafka Topic", st->opts.topic, es);
+
+	if (st->started)
+		b = st->bounds;
+	else
+	{
+		ListCell   *lc1,
+				   *lc2,
+				   *lc3;
+
+		kafka_bounds_init(&b);
+		forthree(lc1, st->cond_columns, lc2, st->cond_ops, lc3, plan->fdw_exprs)
+		{
+			Node	   *expr = lfirst(lc3);
+
+			if (IsA(expr, Const))
+				kafka_bounds_apply(&b, lfirst_int(lc1), lfirst_int(lc2),
+								   ((Const *) expr)->constvalue,
+								   ((Const *) expr)->constisnull,
+								   ((Const *) expr)->consttype);
+			else
+				runtime = true;
+		}
+	}
+
+	ExplainPropertyText("Kafka Partitions", kafka_bounds_describe_partitions(&b), es);
+	ExplainPropertyText("Kafka Offsets", kafka_bounds_describe_offsets(&b), es);
+	if (b.has_timestamp && !b.empty)
+	{
+		TimestampTz ts = (TimestampTz) b.timestamp_lo_ms * 1000 -
+			((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+
+		ExplainPropertyText("Kafka Timestamp",
+							psprintf(">= %s", timestamptz_to_str(ts)), es);
+	}
+	if (runtime)
+		ExplainPropertyText("Kafka Run-Time Conditions",
+							"evaluated when the scan starts", es);
+
+	if (es->analyze && st->started)
+	{
+		ExplainPropertyInteger("Kafka Records", NULL, st->records, es);
+		ExplainPropertyInteger("Kafka Bytes", NULL, st->bytes, es);
+		if (st->skipped > 0)
+			ExplainPropertyInteger("Kafka Skipped Records", NULL, st->skipped, es);
+		if (es->verbose)
+		{
+			for (int i = 0; i < st->nparts; i++)
+			{
+				KafkaPartitionScan *ps = &st->parts[i];
+
+				ExplainPropertyText(psprintf("Kafka Partition %d", ps->partition),
+									psprintf("offsets " INT64_FORMAT " to " INT64_FORMAT
+											 " of [" INT64_FORMAT ", " INT64_FORMAT "), " INT64_FORMAT " records",
+											 ps->start, ps->end, ps->low, ps->high, ps->records),
+									es);
+			}
+		}
+	}
+}
