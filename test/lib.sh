@@ -1,0 +1,340 @@
+# test/lib.sh — shared bash helpers for the kafka_fdw test harness, demo and bench scripts.
+# shellcheck shell=bash
+#
+# Source it:  . "$REPO_ROOT/test/lib.sh"   (it never changes shell options or traps by itself)
+#
+# Typical use by a script that owns its own environment (demo, bench):
+#   . test/lib.sh
+#   ensure_packages; build_extension; build_broker
+#   lib_trap                      # cleanup of everything started below on EXIT/INT/TERM
+#   make_workdir                  # -> $WORK_DIR (removed at exit unless KEEP_TMP=1)
+#   start_broker "$WORK_DIR/broker" --preload file.txt   # -> $KAFKA_BROKERS, $BROKER_STATE
+#   start_postgres "$WORK_DIR/pg"                        # -> $PGHOST, $PGPORT, $PGUSER
+#   pg_install_extension mydb
+#
+# A scripted test (test/t/*.sh) is given PGHOST, PGPORT, PGUSER, KAFKA_BROKERS, BROKER_STATE, BROKER,
+# REPO_ROOT and TEST_TMP by test/run_tests.sh; it only needs the helpers (psql_q, broker_ctl, assert_*).
+# Anything a test starts itself with start_broker/start_postgres/track_pid is cleaned up by lib_cleanup
+# if the test calls lib_trap.
+#
+# Knobs (environment): KEEP_TMP=1 keeps the work dir; PG_PRELOAD (default 'kafka_fdw', empty = none)
+# sets shared_preload_libraries; PG_EXTRA_CONF adds postgresql.conf lines; BROKER_COUNT (default 3).
+
+# ---------------------------------------------------------------------------------------------------
+# Locations and defaults
+# ---------------------------------------------------------------------------------------------------
+if [ -z "${REPO_ROOT:-}" ]; then
+    REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+fi
+export REPO_ROOT
+PG_BINDIR="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
+PG_CONFIG="${PG_CONFIG:-$PG_BINDIR/pg_config}"
+case ":$PATH:" in *":$PG_BINDIR:"*) ;; *) PATH="$PG_BINDIR:$PATH" ;; esac
+export PATH PG_BINDIR PG_CONFIG
+BROKER="${BROKER:-$REPO_ROOT/test/broker/kafka_test_broker}"
+export BROKER
+BROKER_COUNT="${BROKER_COUNT:-3}"
+export BROKER_COUNT
+PG_PRELOAD="${PG_PRELOAD-kafka_fdw}"
+KAFKA_FDW_PACKAGES="${KAFKA_FDW_PACKAGES:-postgresql-15 postgresql-server-dev-15 librdkafka-dev libjansson-dev kcat build-essential pkg-config procps util-linux coreutils}"
+
+# Ownership records of this shell (deliberately not exported: children do not inherit them).
+_LIB_PIDS=()          # background processes to kill at cleanup
+_LIB_BROKER_DIRS=()   # broker state dirs started here
+_LIB_PG_DIRS=()       # postgres dirs started here
+_LIB_TMP_DIRS=()      # temp dirs to remove at cleanup (unless KEEP_TMP=1)
+_LIB_CLEANED=0
+LIB_SHOW_LOGS_ON_FAIL="${LIB_SHOW_LOGS_ON_FAIL:-1}"
+
+# ---------------------------------------------------------------------------------------------------
+# Messages and assertions
+# ---------------------------------------------------------------------------------------------------
+
+# log MSG... — timestamped message on stderr.
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
+
+# die MSG... — print "ERROR: MSG" on stderr and exit 1.
+die() { printf '[%s] ERROR: %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; exit 1; }
+
+# assert_eq EXPECTED ACTUAL MSG — print "ok - MSG", or "not ok" with both values and exit 1.
+assert_eq() {
+    if [ "$1" == "$2" ]; then
+        echo "ok - $3"
+    else
+        echo "not ok - $3"; echo "#   expected: '$1'"; echo "#   actual:   '$2'"
+        exit 1
+    fi
+}
+
+# assert_contains HAYSTACK NEEDLE MSG — print "ok - MSG" if NEEDLE occurs in HAYSTACK, else fail (exit 1).
+assert_contains() {
+    if [[ "$1" == *"$2"* ]]; then
+        echo "ok - $3"
+    else
+        echo "not ok - $3"; echo "#   expected to contain: '$2'"; echo "#   actual: '$1'"
+        exit 1
+    fi
+}
+
+# now_ms — print the current time in milliseconds since the epoch.
+now_ms() { date +%s%3N; }
+
+# elapsed_ms START_MS — print the milliseconds elapsed since START_MS (a value from now_ms).
+elapsed_ms() { echo $(( $(date +%s%3N) - $1 )); }
+
+# wait_for 'CMD' TIMEOUT_S — re-run CMD (eval'd, output discarded) every 0.1 s until it succeeds;
+# return 1 if TIMEOUT_S seconds pass first.
+wait_for() {
+    local cmd="$1" deadline=$(( $(date +%s%3N) + ${2:-10} * 1000 ))
+    until eval "$cmd" >/dev/null 2>&1; do
+        [ "$(date +%s%3N)" -lt "$deadline" ] || return 1
+        sleep 0.1
+    done
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Packages and build
+# ---------------------------------------------------------------------------------------------------
+
+# ensure_packages [PKG...] — apt-get install the packages (default $KAFKA_FDW_PACKAGES) that are missing.
+ensure_packages() {
+    local pkgs=("$@") missing=() p
+    [ ${#pkgs[@]} -gt 0 ] || read -r -a pkgs <<<"$KAFKA_FDW_PACKAGES"
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "packages: all ${#pkgs[@]} required packages already installed"
+        return 0
+    fi
+    [ "$(id -u)" -eq 0 ] || die "missing packages: ${missing[*]} (run: sudo apt-get install -y ${missing[*]})"
+    log "packages: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q </dev/null || return 1
+    apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null || return 1
+    # Debian's postgresql-common creates and starts a "main" cluster on install; we never use it.
+    if [[ " ${missing[*]} " == *" postgresql-15 "* ]] && command -v pg_ctlcluster >/dev/null; then
+        pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
+    fi
+}
+
+# build_extension — make and make install kafka_fdw (output in $WORK_DIR/build.log if set).
+build_extension() {
+    local out="${WORK_DIR:-/tmp}/build.log"
+    log "build: make && make install (log: $out)"
+    { make -C "$REPO_ROOT" -s PG_CONFIG="$PG_CONFIG" && make -C "$REPO_ROOT" -s PG_CONFIG="$PG_CONFIG" install; } \
+        >"$out" 2>&1 || { tail -n 80 "$out" >&2; return 1; }
+}
+
+# build_broker — make -C test/broker (builds $BROKER).
+build_broker() {
+    local out="${WORK_DIR:-/tmp}/broker-build.log"
+    log "build: make -C test/broker (log: $out)"
+    make -C "$REPO_ROOT/test/broker" -s >"$out" 2>&1 || { tail -n 80 "$out" >&2; return 1; }
+    [ -x "$BROKER" ] || { log "test broker not built: $BROKER"; return 1; }
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Work dir, background processes and cleanup
+# ---------------------------------------------------------------------------------------------------
+
+# make_workdir — create a temp dir (mode 755, so postgres can traverse it), export WORK_DIR.
+make_workdir() {
+    WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/kafka_fdw.XXXXXX")"
+    chmod 755 "$WORK_DIR"
+    _LIB_TMP_DIRS+=("$WORK_DIR")
+    export WORK_DIR
+}
+
+# track_pid PID... — remember background processes, killed by lib_cleanup.
+track_pid() { _LIB_PIDS+=("$@"); }
+
+# pid_alive PID — succeed if the process exists and is not a zombie.
+pid_alive() {
+    local s
+    s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    s="${s##*) }"
+    [ "${s%% *}" != Z ]
+}
+
+# kill_pid PID — TERM the process, wait up to 5 s, then KILL it (and reap it if it is our child).
+kill_pid() {
+    local pid="$1"
+    if pid_alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do pid_alive "$pid" || break; sleep 0.1; done
+        ! pid_alive "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# lib_cleanup — stop postgres servers, brokers and tracked processes started by this shell; remove temp dirs.
+lib_cleanup() {
+    local rc=$? d p
+    local -; set +e
+    [ "$_LIB_CLEANED" -eq 0 ] || return 0
+    _LIB_CLEANED=1
+    if [ "$rc" -ne 0 ] && [ "$LIB_SHOW_LOGS_ON_FAIL" = 1 ]; then show_logs 40 >&2; fi
+    for d in "${_LIB_PG_DIRS[@]}"; do
+        if [ -f "$d/data/postmaster.pid" ]; then
+            as_pg "$PG_BINDIR/pg_ctl" -D "$d/data" -m immediate -w -t 20 stop >/dev/null 2>&1
+        fi
+    done
+    for d in "${_LIB_BROKER_DIRS[@]}"; do stop_broker "$d" >/dev/null 2>&1; done
+    for p in "${_LIB_PIDS[@]}"; do kill_pid "$p"; done
+    for d in "${_LIB_TMP_DIRS[@]}"; do
+        if [ "${KEEP_TMP:-0}" = 1 ]; then log "KEEP_TMP=1: kept $d"; else rm -rf "$d"; fi
+    done
+    return 0
+}
+
+# lib_trap — run lib_cleanup on EXIT, and exit (hence clean up) on INT/TERM.
+lib_trap() {
+    trap lib_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# show_logs [LINES] — print the tail of the postgres and broker logs of this shell.
+show_logs() {
+    local n="${1:-40}" d
+    for d in "${_LIB_PG_DIRS[@]}"; do
+        [ -s "$d/postgresql.log" ] && { echo "----- tail of $d/postgresql.log"; tail -n "$n" "$d/postgresql.log"; }
+    done
+    for d in "${_LIB_BROKER_DIRS[@]}"; do
+        [ -s "$d/broker.log" ] && { echo "----- tail of $d/broker.log"; tail -n "$n" "$d/broker.log"; }
+    done
+    return 0
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Test broker
+# ---------------------------------------------------------------------------------------------------
+
+# start_broker STATE_DIR [serve args...] — start kafka_test_broker in the background, wait <= 15 s for it
+# to be ready, export KAFKA_BROKERS (bootstrap list) and BROKER_STATE. Log: STATE_DIR/broker.log.
+start_broker() {
+    local dir="$1"; shift
+    [ -x "$BROKER" ] || { log "test broker not found: $BROKER (make -C test/broker)"; return 1; }
+    mkdir -p "$dir"
+    rm -f "$dir/bootstrap" "$dir/control" "$dir/pid"
+    "$BROKER" serve --state-dir "$dir" "$@" </dev/null >"$dir/broker.log" 2>&1 &
+    local pid=$!
+    _LIB_BROKER_DIRS+=("$dir")
+    track_pid "$pid"
+    if ! wait_for "[ -s '$dir/bootstrap' ] && [ -e '$dir/control' ] && [ -s '$dir/pid' ]" 15; then
+        log "broker did not become ready within 15 s"; tail -n 30 "$dir/broker.log" >&2
+        kill_pid "$pid"; return 1
+    fi
+    KAFKA_BROKERS="$(head -n 1 "$dir/bootstrap")"
+    BROKER_STATE="$dir"
+    export KAFKA_BROKERS BROKER_STATE
+    log "broker ready: $KAFKA_BROKERS (pid $pid, state $dir)"
+}
+
+# broker_ctl CMD ARGS... — send one control command to the broker at $BROKER_STATE ("-" reads stdin).
+broker_ctl() { "$BROKER" ctl --state-dir "$BROKER_STATE" "$@"; }
+
+# stop_broker [STATE_DIR] — ask the broker to shut down, kill it if still alive after 5 s.
+stop_broker() {
+    local dir="${1:-$BROKER_STATE}" pid
+    pid="$(cat "$dir/pid" 2>/dev/null || true)"
+    timeout 5 "$BROKER" ctl --state-dir "$dir" shutdown >/dev/null 2>&1 || true
+    [ -n "$pid" ] || return 0
+    wait_for "! pid_alive $pid" 5 || true
+    kill_pid "$pid"
+}
+
+# kcat_count TOPIC — print the number of records in TOPIC (all partitions, from the beginning).
+kcat_count() {
+    kcat -C -b "$KAFKA_BROKERS" -t "$1" -o beginning -e -q -f '%p %o\n' | wc -l
+}
+
+# ---------------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------------
+
+# as_pg CMD ARGS... — run a command as the postgres user when root (PostgreSQL refuses root), else as is.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
+
+# ensure_pg_user — create the unprivileged system user "postgres" if it does not exist (root only).
+ensure_pg_user() {
+    [ "$(id -u)" -eq 0 ] || return 0
+    id postgres >/dev/null 2>&1 && return 0
+    log "creating system user postgres"
+    useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres
+}
+
+# free_port — print a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+    local port
+    for _ in $(seq 100); do
+        port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
+    done
+    return 1
+}
+
+# start_postgres DIR — initdb DIR/data as postgres, start it on a free 127.0.0.1 port with the socket in
+# DIR/sock and the log in DIR/postgresql.log; export PGHOST PGPORT PGUSER=postgres PGDATA.
+start_postgres() {
+    local dir="$1" port
+    ensure_pg_user
+    mkdir -p "$dir"
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$dir"
+    as_pg test -w "$dir" || { log "$dir is not writable by postgres (parent dirs need mode 755)"; return 1; }
+    as_pg "$PG_BINDIR/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+        >"$dir/initdb.log" 2>&1 || { tail -n 30 "$dir/initdb.log" >&2; return 1; }
+    as_pg mkdir -p "$dir/sock"
+    port="$(free_port)" || { log "no free TCP port found"; return 1; }
+    as_pg tee -a "$dir/data/postgresql.conf" >/dev/null <<EOF
+# --- added by test/lib.sh start_postgres
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir/sock'
+shared_preload_libraries = '$PG_PRELOAD'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_worker_processes = 16
+max_parallel_workers_per_gather = 2
+log_min_messages = warning
+lc_messages = 'C'
+timezone = 'UTC'
+log_timezone = 'UTC'
+${PG_EXTRA_CONF:-}
+EOF
+    _LIB_PG_DIRS+=("$dir")
+    as_pg "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/postgresql.log" -w -t 60 start >/dev/null \
+        || { log "postgres failed to start"; tail -n 30 "$dir/postgresql.log" >&2; return 1; }
+    PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres PGDATA="$dir/data"
+    export PGHOST PGPORT PGUSER PGDATA
+    log "postgres ready: port $port, data $dir/data, log $dir/postgresql.log"
+}
+
+# stop_postgres — stop the server at $PGDATA (fast mode).
+stop_postgres() { as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >/dev/null; }
+
+# restart_postgres — restart the server at $PGDATA (same port), e.g. after changing postgresql.conf.
+restart_postgres() {
+    as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -l "$(dirname "$PGDATA")/postgresql.log" -m fast -w -t 60 restart >/dev/null
+}
+
+# psql_q ARGS... — psql -X -v ON_ERROR_STOP=1 -qAt (unaligned, tuples only), e.g. psql_q -d db -c 'SELECT 1'.
+psql_q() { psql -X -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+# pg_install_extension DB — create database DB if missing, CREATE EXTENSION kafka_fdw in it, and set its
+# kafka_test.brokers / kafka_test.unreachable settings (used by tests) from $KAFKA_BROKERS.
+pg_install_extension() {
+    local db="$1"
+    if [ "$(psql_q -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = '$db'")" = 0 ]; then
+        psql_q -d postgres -c "CREATE DATABASE \"$db\"" || return 1
+    fi
+    if [ -n "${KAFKA_BROKERS:-}" ]; then
+        psql_q -d postgres -c "ALTER DATABASE \"$db\" SET kafka_test.brokers = '$KAFKA_BROKERS'" || return 1
+    fi
+    psql_q -d postgres -c "ALTER DATABASE \"$db\" SET kafka_test.unreachable = '127.0.0.1:1'" || return 1
+    psql_q -d "$db" -c 'CREATE EXTENSION IF NOT EXISTS kafka_fdw'
+}
