@@ -19,7 +19,7 @@ REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --use-existing
 
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
-SHLIB_LINK = -lrdkafka -ljansson
+SHLIB_LINK = -lrdkafka
 
 # The bitcode for JIT inlining is not worth a clang dependency.
 override with_llvm = no

@@ -23,8 +23,9 @@
  *
  * - librdkafka's threads must never run PostgreSQL's signal handlers, so all
  *   signals are blocked while a handle (and thus its threads) is created.
- *   Its callbacks run on its own threads and only copy text into the handle
- *   under a mutex; nothing there touches PostgreSQL.
+ *   The error callback is served by rd_kafka_poll() in the backend; it and
+ *   the log callback (which may run on librdkafka's threads) only copy text
+ *   into the handle under a mutex and never touch PostgreSQL.
  *
  *-------------------------------------------------------------------------
  */
@@ -276,6 +277,8 @@ kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
 {
 	char		last[512];
 
+	/* error callbacks are served from the handle's main queue */
+	rd_kafka_poll(conn->rk, 0);
 	pthread_mutex_lock(&conn->error_lock);
 	strlcpy(last, conn->last_error, sizeof(last));
 	pthread_mutex_unlock(&conn->error_lock);
@@ -390,6 +393,7 @@ fetch_metadata(KafkaConnection *conn, const char *topic)
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
+		rd_kafka_poll(conn->rk, 0);
 		err = rd_kafka_metadata(conn->rk, topic == NULL, rkt, &md,
 								next_slice(deadline));
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -504,6 +508,7 @@ list_offsets(KafkaConnection *conn, const char *topic, const int32 *partitions,
 		bool		retry = false;
 
 		CHECK_FOR_INTERRUPTS();
+		rd_kafka_poll(conn->rk, 0);
 		list = rd_kafka_topic_partition_list_new(nparts);
 		for (int i = 0; i < nparts; i++)
 			rd_kafka_topic_partition_list_add(list, topic, partitions[i])->offset = query;
@@ -592,6 +597,7 @@ kafka_check_connection_alive(KafkaConnection *conn, TimestampTz since, const cha
 	{
 		rd_kafka_resp_err_t err;
 
+		rd_kafka_poll(conn->rk, 0);
 		pthread_mutex_lock(&conn->error_lock);
 		err = conn->last_error_code;
 		pthread_mutex_unlock(&conn->error_lock);

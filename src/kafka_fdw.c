@@ -37,7 +37,7 @@ _PG_init(void)
 							"Records larger than this (key, value and headers) are skipped or fail the scan.",
 							NULL,
 							&kafka_max_record_size,
-							16 * 1024 * 1024, 1024, MaxAllocSize / 2,
+							16 * 1024 * 1024, 1, MaxAllocSize / 2,
 							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("kafka_fdw");

@@ -174,7 +174,7 @@ reject_unknown_option(const char *name, Oid context)
 			(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 			 errmsg("invalid option \"%s\" for %s", name,
 					catalog_description(context)),
-			 errhint("%s takes no options.", catalog_description(context))));
+			 errhint("No options are valid in this context.")));
 }
 
 static void
@@ -355,7 +355,7 @@ kafka_build_conf(ForeignServer *server, UserMapping *mapping)
 	conf_set(conf, "enable.partition.eof", "true");
 	conf_set(conf, "isolation.level", "read_committed");
 	conf_set(conf, "auto.offset.reset", "earliest");
-	conf_set(conf, "fetch.wait.max.ms", "100");
+	conf_set(conf, "fetch.wait.max.ms", "10");
 	conf_set(conf, "queued.max.messages.kbytes", "4096");
 	conf_set(conf, "queued.min.messages", "20000");
 	conf_set(conf, "reconnect.backoff.ms", "50");

@@ -21,7 +21,6 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -86,12 +85,6 @@ kafka_converter_init(KafkaRecordConverter *conv, TupleDesc desc,
 	}
 }
 
-static void
-set_error(KafkaRecordConverter *conv, const char *fmt, const char *what)
-{
-	snprintf(conv->error, sizeof(conv->error), fmt, what);
-}
-
 /* The bytes as a bytea datum: one allocation, one copy. */
 static Datum
 bytes_to_bytea(const void *data, size_t len)
@@ -119,55 +112,29 @@ bytes_to_datum(KafkaRecordConverter *conv, Oid typid, const char *what,
 
 	if (len > MaxAllocSize - VARHDRSZ - 1)
 	{
-		set_error(conv, "%s is too large for a text value", what);
+		snprintf(conv->error, sizeof(conv->error),
+				 "The %s is too large for a text value.", what);
 		return false;
 	}
-	/* pg_verifymbstr rejects NUL bytes too, so the bytes are safe as text */
+
+	if (typid == JSONBOID)
+	{
+		char		reason[200];
+
+		if (kafka_json_bytes_to_jsonb(data, (int) len, result, reason, sizeof(reason)))
+			return true;
+		snprintf(conv->error, sizeof(conv->error), "The %s %s", what, reason);
+		return false;
+	}
+
+	/* text: pg_verifymbstr rejects NUL bytes too */
 	if (!pg_verifymbstr(data, (int) len, true))
 	{
 		snprintf(conv->error, sizeof(conv->error),
-				 "%s is not valid %s", what, GetDatabaseEncodingName());
+				 "The %s is not valid %s.", what, GetDatabaseEncodingName());
 		return false;
 	}
-
-	if (typid == TEXTOID)
-	{
-		*result = PointerGetDatum(cstring_to_text_with_len(data, (int) len));
-		return true;
-	}
-
-	/* jsonb */
-	return kafka_bytes_to_jsonb(data, len, result, conv->error, sizeof(conv->error), what);
-}
-
-/*
- * Parse validated text bytes as JSON into a jsonb datum.  Returns false with
- * a message in errbuf if they are not valid JSON, without raising an error.
- * The bytes must already be verified to be in the database encoding.
- */
-bool
-kafka_bytes_to_jsonb(const char *data, size_t len, Datum *result,
-					 char *errbuf, size_t errbufsize, const char *what)
-{
-	JsonLexContext *lex;
-	JsonParseErrorType perr;
-	char	   *cstr;
-
-	/* need_escapes so that \u0000, which jsonb rejects, is caught here */
-	lex = kafka_make_json_lex((char *) data, (int) len, true);
-	perr = pg_parse_json(lex, &nullSemAction);
-	if (perr != JSON_SUCCESS)
-	{
-		snprintf(errbuf, errbufsize, "%s is not valid JSON: %s", what,
-				 json_errdetail(perr, lex));
-		return false;
-	}
-
-	cstr = palloc(len + 1);
-	memcpy(cstr, data, len);
-	cstr[len] = '\0';
-	*result = DirectFunctionCall1(jsonb_in, CStringGetDatum(cstr));
-	pfree(cstr);
+	*result = PointerGetDatum(cstring_to_text_with_len(data, (int) len));
 	return true;
 }
 
@@ -221,7 +188,8 @@ headers_datum(KafkaRecordConverter *conv, const rd_kafka_message_t *msg, bool *o
 								   conv->header_sizes);
 	if (jb == NULL)
 	{
-		set_error(conv, "%s cannot be represented as jsonb", "headers");
+		strlcpy(conv->error, "The headers cannot be represented as jsonb.",
+				sizeof(conv->error));
 		*ok = false;
 		return (Datum) 0;
 	}

@@ -26,7 +26,7 @@ typedef struct KafkaRecordConverter
 	const char **header_names;
 	const void **header_values;
 	size_t	   *header_sizes;
-	char		error[256];		/* why the last record failed to convert */
+	char		error[256];		/* why the last record failed: a sentence */
 } KafkaRecordConverter;
 
 extern void kafka_converter_init(KafkaRecordConverter *conv, TupleDesc desc,
@@ -35,7 +35,5 @@ extern void kafka_converter_init(KafkaRecordConverter *conv, TupleDesc desc,
 extern bool kafka_record_to_datums(KafkaRecordConverter *conv,
 								   const rd_kafka_message_t *msg,
 								   Datum *values, bool *isnull);
-extern bool kafka_bytes_to_jsonb(const char *data, size_t len, Datum *result,
-								 char *errbuf, size_t errbufsize, const char *what);
 
 #endif							/* KAFKA_RECORD_H */

@@ -110,7 +110,9 @@ typedef struct KafkaScanState
 	int64		records;
 	int64		bytes;
 	int64		skipped;
-	char	   *first_skip;
+	char	   *first_skip;		/* the lowest skipped record and why */
+	int32		first_skip_partition;
+	int64		first_skip_offset;
 } KafkaScanState;
 
 static void scan_start(ForeignScanState *node, KafkaScanState *st);
@@ -323,15 +325,27 @@ record_conversion_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 				 errmsg("could not convert Kafka record at partition %d, offset " INT64_FORMAT " of topic \"%s\"",
 						(int) msg->partition, (int64) msg->offset, st->opts.topic),
-				 errdetail("%s.", reason),
+				 errdetail("%s", reason),
 				 errhint("Declare the column as bytea to read the raw bytes, or set the table option on_error to 'skip'.")));
 
+	/*
+	 * Partitions arrive interleaved in no fixed order; report the lowest
+	 * (partition, offset) skipped so that the warning is reproducible.
+	 */
 	st->skipped++;
-	if (st->first_skip == NULL)
+	if (st->first_skip == NULL || msg->partition < st->first_skip_partition ||
+		(msg->partition == st->first_skip_partition &&
+		 msg->offset < st->first_skip_offset))
+	{
+		if (st->first_skip)
+			pfree(st->first_skip);
 		st->first_skip = MemoryContextStrdup(st->scan_cxt,
-											 psprintf("partition %d, offset " INT64_FORMAT ": %s",
+											 psprintf("partition %d, offset " INT64_FORMAT ". %s",
 													  (int) msg->partition,
 													  (int64) msg->offset, reason));
+		st->first_skip_partition = msg->partition;
+		st->first_skip_offset = msg->offset;
+	}
 }
 
 /*
@@ -381,7 +395,7 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 	if (msg->len + msg->key_len > (size_t) kafka_max_record_size)
 	{
 		record_conversion_failed(st, msg,
-								 psprintf("record of %zu bytes exceeds kafka_fdw.max_record_size (%d bytes)",
+								 psprintf("The record of %zu bytes exceeds kafka_fdw.max_record_size (%d bytes).",
 										  msg->len + msg->key_len, kafka_max_record_size));
 		return false;
 	}
@@ -508,7 +522,7 @@ report_skipped(KafkaScanState *st)
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 				 errmsg("skipped " INT64_FORMAT " Kafka record(s) of topic \"%s\" that could not be converted",
 						st->skipped, st->opts.topic),
-				 errdetail("First skipped record: %s.", st->first_skip),
+				 errdetail("First skipped record: %s", st->first_skip),
 				 errhint("Declare the columns as bytea to read such records, or set the table option on_error to 'fail'.")));
 }
 
@@ -603,8 +617,8 @@ kafkaExplainForeignScan(ForeignScanState *node, ExplainState *es)
 				KafkaPartitionScan *ps = &st->parts[i];
 
 				ExplainPropertyText(psprintf("Kafka Partition %d", ps->partition),
-									psprintf("offsets " INT64_FORMAT " to " INT64_FORMAT
-											 " of [" INT64_FORMAT ", " INT64_FORMAT "), " INT64_FORMAT " records",
+									psprintf("offsets [" INT64_FORMAT ", " INT64_FORMAT
+											 ") of [" INT64_FORMAT ", " INT64_FORMAT "): " INT64_FORMAT " records",
 											 ps->start, ps->end, ps->low, ps->high, ps->records),
 									es);
 			}
