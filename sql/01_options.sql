@@ -56,6 +56,16 @@ DROP FOREIGN TABLE nosuch;
 -- The topic defaults to the table name.
 CREATE FOREIGN TABLE kt (kafka_partition bigint, kafka_offset bigint) SERVER kafka;
 SELECT * FROM kt ORDER BY 1, 2;
+
+-- The backend's cached handle follows ALTER SERVER at once.
+SET kafka_fdw.connect_timeout = '500ms';
+ALTER SERVER kafka OPTIONS (SET brokers '127.0.0.1:1');
+\set VERBOSITY terse
+SELECT count(*) FROM kt;
+\set VERBOSITY default
+ALTER SERVER kafka OPTIONS (SET brokers :'brokers');
+SELECT count(*) FROM kt;
+RESET kafka_fdw.connect_timeout;
 DROP FOREIGN TABLE kt;
 
 -- An unreachable broker fails after kafka_fdw.connect_timeout with a clear error.
