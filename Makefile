@@ -10,6 +10,9 @@ OBJS = \
 	src/scan.o \
 	src/record.o \
 	src/import.o \
+	src/refresh.o \
+	src/stream_catalog.o \
+	src/stream_insert.o \
 	src/functions.o
 
 DATA = kafka_fdw--1.0.sql

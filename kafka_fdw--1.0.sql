@@ -156,3 +156,168 @@ $$;
 
 COMMENT ON FUNCTION kafka.refresh_external_schema(pg_catalog.text) IS
 'import the Kafka topics created since the external schema was made';
+
+------------------------------------------------------------------------------
+-- Streaming materialized views (src/refresh.c).  The extension's own state,
+-- keyed by the view's OID.  Only the extension's C code writes these tables
+-- (as the extension owner); users read them through the views below.
+------------------------------------------------------------------------------
+
+CREATE TABLE kafka.stream_state (
+  mv_oid pg_catalog.oid PRIMARY KEY,          -- the streaming materialized view
+  ftable_oid pg_catalog.oid NOT NULL,         -- the kafka_fdw table it reads
+  topic pg_catalog.text NOT NULL,
+  auto_refresh pg_catalog.bool NOT NULL DEFAULT false,
+  next_start pg_catalog.text,                 -- start position for partitions without offsets
+  created_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  last_refresh_time pg_catalog.timestamptz,
+  last_refresh_rows pg_catalog.int8,
+  last_refresh_status pg_catalog.text,
+  last_error pg_catalog.text,
+  last_error_time pg_catalog.timestamptz,
+  last_success_time pg_catalog.timestamptz,
+  total_rows pg_catalog.int8 NOT NULL DEFAULT 0
+);
+
+-- The next offset to ingest, per view and partition.  Committed in the same
+-- transaction as the rows it accounts for.
+CREATE TABLE kafka.stream_offsets (
+  mv_oid pg_catalog.oid NOT NULL,
+  partition_id pg_catalog.int4 NOT NULL,
+  next_offset pg_catalog.int8 NOT NULL,
+  PRIMARY KEY (mv_oid, partition_id)
+);
+
+-- One row per refresh per partition read.
+CREATE TABLE kafka.stream_scan_log (
+  mv_oid pg_catalog.oid NOT NULL,
+  transaction_id pg_catalog.int8 NOT NULL,
+  record_time pg_catalog.timestamptz NOT NULL,
+  partition_id pg_catalog.int4 NOT NULL,
+  start_position pg_catalog.int8 NOT NULL,
+  latest_position pg_catalog.int8 NOT NULL,
+  scanned_rows pg_catalog.int8 NOT NULL,
+  skipped_rows pg_catalog.int8 NOT NULL,
+  scanned_bytes pg_catalog.int8 NOT NULL,
+  stream_record_time_min pg_catalog.timestamptz,
+  stream_record_time_max pg_catalog.timestamptz
+);
+CREATE INDEX ON kafka.stream_scan_log (record_time);
+CREATE INDEX ON kafka.stream_scan_log (mv_oid);
+
+-- Records skipped by a refresh, and ranges lost to retention.
+CREATE TABLE kafka.stream_error_log (
+  mv_oid pg_catalog.oid NOT NULL,
+  transaction_id pg_catalog.int8 NOT NULL,
+  record_time pg_catalog.timestamptz NOT NULL,
+  partition_id pg_catalog.int4 NOT NULL,
+  position pg_catalog.int8 NOT NULL,           -- offset; for a lost range its first offset
+  stream_timestamp_type pg_catalog."char",
+  stream_timestamp pg_catalog.timestamptz,
+  error_code pg_catalog.text NOT NULL,
+  error_reason pg_catalog.text NOT NULL,
+  key_prefix pg_catalog.bytea,
+  value_prefix pg_catalog.bytea,
+  lost_to pg_catalog.int8,                     -- for a lost range: one past its last offset
+  lost_count pg_catalog.int8
+);
+CREATE INDEX ON kafka.stream_error_log (record_time);
+CREATE INDEX ON kafka.stream_error_log (mv_oid);
+
+REVOKE ALL ON kafka.stream_state, kafka.stream_offsets, kafka.stream_scan_log,
+              kafka.stream_error_log FROM PUBLIC;
+
+-- Offsets and state are not data to dump: a restored streaming view is
+-- refreshed from its topic (see README, "pg_dump").
+
+-- SYS_STREAM_SCAN_STATES
+CREATE VIEW kafka.stream_scan_states AS
+SELECT fn.nspname::pg_catalog.text AS external_schema_name,
+       l.topic AS stream_name,
+       pg_catalog.format('%I.%I', mn.nspname, mc.relname) AS mv_name,
+       s.transaction_id, s.record_time, s.partition_id, s.start_position, s.latest_position,
+       s.scanned_rows, s.skipped_rows, s.scanned_bytes,
+       s.stream_record_time_min, s.stream_record_time_max
+  FROM kafka.stream_scan_log s
+  JOIN kafka.stream_state l ON l.mv_oid = s.mv_oid
+  JOIN pg_catalog.pg_class mc ON mc.oid = s.mv_oid
+  JOIN pg_catalog.pg_namespace mn ON mn.oid = mc.relnamespace
+  LEFT JOIN pg_catalog.pg_class fc ON fc.oid = l.ftable_oid
+  LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace;
+
+-- SYS_STREAM_SCAN_ERRORS
+CREATE VIEW kafka.stream_scan_errors AS
+SELECT fn.nspname::pg_catalog.text AS external_schema_name,
+       l.topic AS stream_name,
+       pg_catalog.format('%I.%I', mn.nspname, mc.relname) AS mv_name,
+       e.transaction_id, e.stream_timestamp_type, e.stream_timestamp, e.record_time,
+       e.partition_id, e.position, e.error_code, e.error_reason,
+       e.key_prefix, e.value_prefix, e.lost_to, e.lost_count
+  FROM kafka.stream_error_log e
+  JOIN kafka.stream_state l ON l.mv_oid = e.mv_oid
+  JOIN pg_catalog.pg_class mc ON mc.oid = e.mv_oid
+  JOIN pg_catalog.pg_namespace mn ON mn.oid = mc.relnamespace
+  LEFT JOIN pg_catalog.pg_class fc ON fc.oid = l.ftable_oid
+  LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace;
+
+CREATE VIEW kafka.streams AS
+SELECT l.mv_oid::pg_catalog.regclass AS mv_name,
+       l.ftable_oid::pg_catalog.regclass AS source_table,
+       l.topic, l.auto_refresh,
+       l.last_refresh_time, l.last_refresh_rows, l.last_refresh_status,
+       l.last_error, l.last_error_time, l.last_success_time,
+       l.total_rows, l.created_at
+  FROM kafka.stream_state l;
+
+GRANT SELECT ON kafka.stream_scan_states, kafka.stream_scan_errors, kafka.streams TO PUBLIC;
+
+-- Per partition: the next offset the view will ingest, the broker's high
+-- watermark, and the lag between them.  Asks the brokers.
+CREATE FUNCTION kafka.stream_lag(view pg_catalog.regclass,
+                                 OUT partition_id pg_catalog.int4,
+                                 OUT next_offset pg_catalog.int8,
+                                 OUT high_watermark pg_catalog.int8,
+                                 OUT lag pg_catalog.int8)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'kafka_stream_lag'
+LANGUAGE C STRICT;
+
+CREATE VIEW kafka.stream_lag AS
+SELECT l.mv_oid::pg_catalog.regclass AS mv_name, l.topic, g.*
+  FROM kafka.stream_state l, LATERAL kafka.stream_lag(l.mv_oid::pg_catalog.regclass) g;
+GRANT SELECT ON kafka.stream_lag TO PUBLIC;
+
+-- Empty a streaming view and ingest again from 'earliest', 'latest' or a
+-- timestamp: replay.
+CREATE FUNCTION kafka.reset_stream(view pg_catalog.regclass,
+                                   start pg_catalog.text DEFAULT 'earliest')
+RETURNS pg_catalog.int8
+AS 'MODULE_PATHNAME', 'kafka_reset_stream'
+LANGUAGE C STRICT;
+
+-- Forget the state of dropped streaming views.
+CREATE FUNCTION kafka._drop_stream_state()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  dropped pg_catalog.oid[];
+BEGIN
+  SELECT pg_catalog.array_agg(d.objid) INTO dropped
+    FROM pg_catalog.pg_event_trigger_dropped_objects() d
+   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0;
+  IF dropped IS NULL THEN
+    RETURN;
+  END IF;
+  DELETE FROM kafka.stream_offsets WHERE mv_oid = ANY (dropped);
+  DELETE FROM kafka.stream_scan_log WHERE mv_oid = ANY (dropped);
+  DELETE FROM kafka.stream_error_log WHERE mv_oid = ANY (dropped);
+  DELETE FROM kafka.stream_state WHERE mv_oid = ANY (dropped);
+END
+$$;
+REVOKE ALL ON FUNCTION kafka._drop_stream_state() FROM PUBLIC;
+
+CREATE EVENT TRIGGER kafka_fdw_drop_stream ON sql_drop
+  EXECUTE FUNCTION kafka._drop_stream_state();

@@ -44,4 +44,13 @@
 				   (node)->ss.ps.state)->checkAsUser : GetUserId())
 #endif
 
+/* PostgreSQL 16 added onlySummarizing to ExecInsertIndexTuples(). */
+#if PG_VERSION_NUM >= 160000
+#define kafka_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#else
+#define kafka_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#endif
+
 #endif							/* KAFKA_FDW_COMPAT_H */

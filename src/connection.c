@@ -572,17 +572,104 @@ kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
 }
 
 /*
- * For each partition, the earliest offset whose timestamp is >= timestamp_ms,
- * or -1 when the broker knows none.  Callers must treat -1 with care: brokers
- * without a time index (librdkafka's mock cluster among them) answer -1 for
- * every lookup, see scan.c.
+ * For each partition, where records with a timestamp >= timestamp_ms start:
+ * out[i] is the earliest such offset, high[i] when no record is that recent,
+ * or low[i] when the broker cannot tell.
+ *
+ * A broker answers -1 both when no record is that recent and, if it has no
+ * time index (librdkafka's mock cluster among them), for every lookup.  We
+ * tell the two apart by also asking for time 0: a partition that holds
+ * records must answer that with an offset.  Where the broker cannot answer,
+ * the caller reads from low and relies on filtering.
  */
 void
-kafka_offsets_for_timestamp(KafkaConnection *conn, const char *topic,
-							const int32 *partitions, int nparts,
-							int64 timestamp_ms, int64 *offsets)
+kafka_resolve_timestamp(KafkaConnection *conn, const char *topic,
+						const int32 *partitions, const int64 *low, const int64 *high,
+						int nparts, int64 timestamp_ms, int64 *out)
 {
-	list_offsets(conn, topic, partitions, nparts, Max(timestamp_ms, 0), offsets);
+	int64	   *probe = NULL;
+
+	if (nparts == 0)
+		return;
+	list_offsets(conn, topic, partitions, nparts, Max(timestamp_ms, 0), out);
+	for (int i = 0; i < nparts; i++)
+	{
+		if (out[i] >= 0)
+		{
+			out[i] = Min(Max(out[i], low[i]), high[i]);
+			continue;
+		}
+		if (probe == NULL)
+		{
+			probe = palloc(sizeof(int64) * nparts);
+			list_offsets(conn, topic, partitions, nparts, 0, probe);
+		}
+		out[i] = (probe[i] >= 0 || low[i] >= high[i]) ? high[i] : low[i];
+	}
+	if (probe)
+		pfree(probe);
+}
+
+/*
+ * Partitions and watermarks of a topic in one call: acquires a handle for
+ * (server, user), asks, and releases it on every path.  Returns the number
+ * of partitions; *wm is palloc'd, sorted by partition.
+ */
+int
+kafka_fetch_watermarks(Oid serverid, Oid userid, const char *topic, KafkaWatermark **wm)
+{
+	KafkaConnection *conn = kafka_connection_acquire(serverid, userid);
+	KafkaWatermark *volatile result = NULL;
+	volatile int n = 0;
+
+	PG_TRY();
+	{
+		int32	   *ids;
+		KafkaWatermark *w;
+
+		n = kafka_topic_partitions(conn, topic, &ids);
+		w = palloc(sizeof(KafkaWatermark) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+			w[i].partition = ids[i];
+		kafka_topic_watermarks(conn, topic, w, n);
+		result = w;
+	}
+	PG_FINALLY();
+	{
+		kafka_connection_release(conn);
+	}
+	PG_END_TRY();
+	*wm = result;
+	return n;
+}
+
+/* kafka_resolve_timestamp() with a handle of its own, for the watermarks wm. */
+void
+kafka_fetch_timestamp_offsets(Oid serverid, Oid userid, const char *topic,
+							  const KafkaWatermark *wm, int n, int64 timestamp_ms,
+							  int64 *out)
+{
+	KafkaConnection *conn = kafka_connection_acquire(serverid, userid);
+
+	PG_TRY();
+	{
+		int32	   *ids = palloc(sizeof(int32) * Max(n, 1));
+		int64	   *low = palloc(sizeof(int64) * Max(n, 1));
+		int64	   *high = palloc(sizeof(int64) * Max(n, 1));
+
+		for (int i = 0; i < n; i++)
+		{
+			ids[i] = wm[i].partition;
+			low[i] = wm[i].low;
+			high[i] = wm[i].high;
+		}
+		kafka_resolve_timestamp(conn, topic, ids, low, high, n, timestamp_ms, out);
+	}
+	PG_FINALLY();
+	{
+		kafka_connection_release(conn);
+	}
+	PG_END_TRY();
 }
 
 /*

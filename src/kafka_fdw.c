@@ -13,11 +13,13 @@
 #include "utils/memutils.h"
 
 #include "kafka_fdw.h"
+#include "stream.h"
 
 PG_MODULE_MAGIC;
 
 int			kafka_connect_timeout_ms = 10000;
 int			kafka_max_record_size = 16 * 1024 * 1024;
+int			kafka_scan_log_retention_s = 7 * 24 * 3600;
 
 PG_FUNCTION_INFO_V1(kafka_fdw_handler);
 
@@ -40,7 +42,16 @@ _PG_init(void)
 							16 * 1024 * 1024, 1, MaxAllocSize / 2,
 							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("kafka_fdw.scan_log_retention",
+							"How long refresh logs (kafka.stream_scan_states, kafka.stream_scan_errors) are kept.",
+							NULL,
+							&kafka_scan_log_retention_s,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("kafka_fdw");
+
+	kafka_install_utility_hook();
 }
 
 Datum

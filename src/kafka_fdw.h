@@ -88,6 +88,7 @@ typedef struct KafkaConnection
 /* in kafka_fdw.c */
 extern int	kafka_connect_timeout_ms;
 extern int	kafka_max_record_size;
+extern int	kafka_scan_log_retention_s;
 
 /* in option.c */
 extern void kafka_get_table_options(Oid relid, KafkaTableOptions *opts);
@@ -102,10 +103,16 @@ extern int	kafka_topic_partitions(KafkaConnection *conn, const char *topic,
 								   int32 **partitions);
 extern void kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
 								   KafkaWatermark *wm, int nparts);
-extern void kafka_offsets_for_timestamp(KafkaConnection *conn, const char *topic,
-										const int32 *partitions, int nparts,
-										int64 timestamp_ms, int64 *offsets);
+extern void kafka_resolve_timestamp(KafkaConnection *conn, const char *topic,
+									const int32 *partitions, const int64 *low,
+									const int64 *high, int nparts,
+									int64 timestamp_ms, int64 *out);
 extern List *kafka_list_topics(KafkaConnection *conn);
+extern int	kafka_fetch_watermarks(Oid serverid, Oid userid, const char *topic,
+								   KafkaWatermark **wm);
+extern void kafka_fetch_timestamp_offsets(Oid serverid, Oid userid, const char *topic,
+										  const KafkaWatermark *wm, int n,
+										  int64 timestamp_ms, int64 *out);
 extern void kafka_check_connection_alive(KafkaConnection *conn,
 										 TimestampTz since, const char *topic);
 extern void kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,

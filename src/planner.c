@@ -320,38 +320,22 @@ plan_time_bounds(PlannerInfo *root, KafkaPlanState *ps, KafkaScanBounds *b)
 static double
 estimate_records(KafkaPlanState *ps, const KafkaScanBounds *b, Oid userid)
 {
-	KafkaConnection *conn;
-	volatile double records = 0;
+	KafkaWatermark *wm;
+	int			n;
+	double		records = 0;
 
 	if (b->empty)
 		return 0;
 
-	conn = kafka_connection_acquire(ps->opts.serverid, userid);
-	PG_TRY();
+	n = kafka_fetch_watermarks(ps->opts.serverid, userid, ps->opts.topic, &wm);
+	for (int i = 0; i < n; i++)
 	{
-		int32	   *parts;
-		int			nparts = kafka_topic_partitions(conn, ps->opts.topic, &parts);
-		KafkaWatermark *wm = palloc(sizeof(KafkaWatermark) * Max(nparts, 1));
-		int			n = 0;
+		int64		lo = Max(wm[i].low, b->offset_lo);
+		int64		hi = Min(wm[i].high, b->offset_hi);
 
-		for (int i = 0; i < nparts; i++)
-			if (kafka_bounds_partition_ok(b, parts[i]))
-				wm[n++].partition = parts[i];
-		kafka_topic_watermarks(conn, ps->opts.topic, wm, n);
-		for (int i = 0; i < n; i++)
-		{
-			int64		lo = Max(wm[i].low, b->offset_lo);
-			int64		hi = Min(wm[i].high, b->offset_hi);
-
-			if (hi > lo)
-				records += (double) (hi - lo);
-		}
+		if (kafka_bounds_partition_ok(b, wm[i].partition) && hi > lo)
+			records += (double) (hi - lo);
 	}
-	PG_FINALLY();
-	{
-		kafka_connection_release(conn);
-	}
-	PG_END_TRY();
 	return records;
 }
 

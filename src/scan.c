@@ -48,6 +48,7 @@
 #include "kafka_fdw.h"
 #include "record.h"
 #include "scan_bounds.h"
+#include "stream.h"
 
 #define KAFKA_BATCH_SIZE 1024	/* messages taken off the queue at once */
 #define KAFKA_POLL_MS 100		/* longest wait between interrupt checks */
@@ -98,6 +99,10 @@ typedef struct KafkaScanState
 	int			nactive;		/* partitions not yet done */
 	int		   *part_index;		/* partition id -> index in parts, or -1 */
 	int			part_index_size;
+
+	/* set when this scan feeds a streaming refresh (see stream.h) */
+	KafkaStreamContext *stream;
+	int		   *stream_index;	/* index in parts -> index in stream->parts */
 
 	/* messages taken off the queue, not yet returned */
 	rd_kafka_message_t **batch;
@@ -172,50 +177,26 @@ evaluate_bounds(ForeignScanState *node, KafkaScanState *st)
 	}
 }
 
-/*
- * Turn the timestamp bound into a start offset per partition.  A broker
- * answers -1 when no record is that recent; brokers without a time index
- * answer -1 always.  We tell them apart by asking for time 0 as well: a
- * partition holding records must answer that with an offset.  Where the
- * broker cannot answer, the partition is read from its start and the
- * timestamp condition is applied by the local filter alone.
- */
+/* Turn the timestamp bound into a start offset per partition. */
 static void
 apply_timestamp_bound(KafkaScanState *st)
 {
-	int32	   *ids = palloc(sizeof(int32) * Max(st->nparts, 1));
-	int64	   *offs = palloc(sizeof(int64) * Max(st->nparts, 1));
-	int64	   *probe = NULL;
-	int			n = 0;
+	int			n = st->nparts;
+	int32	   *ids = palloc(sizeof(int32) * Max(n, 1));
+	int64	   *low = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *high = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *out = palloc(sizeof(int64) * Max(n, 1));
 
-	for (int i = 0; i < st->nparts; i++)
-		if (st->parts[i].start < st->parts[i].end)
-			ids[n++] = st->parts[i].partition;
-	if (n == 0)
-		return;
-
-	kafka_offsets_for_timestamp(st->conn, st->opts.topic, ids, n,
-								st->bounds.timestamp_lo_ms, offs);
-	for (int i = 0, j = 0; i < st->nparts; i++)
+	for (int i = 0; i < n; i++)
 	{
-		KafkaPartitionScan *ps = &st->parts[i];
-
-		if (ps->start >= ps->end)
-			continue;
-		if (offs[j] >= 0)
-			ps->start = Max(ps->start, offs[j]);
-		else
-		{
-			if (probe == NULL)
-			{
-				probe = palloc(sizeof(int64) * n);
-				kafka_offsets_for_timestamp(st->conn, st->opts.topic, ids, n, 0, probe);
-			}
-			if (probe[j] >= 0)
-				ps->start = ps->end;	/* no record that recent */
-		}
-		j++;
+		ids[i] = st->parts[i].partition;
+		low[i] = st->parts[i].start;
+		high[i] = Max(st->parts[i].start, st->parts[i].end);
 	}
+	kafka_resolve_timestamp(st->conn, st->opts.topic, ids, low, high, n,
+							st->bounds.timestamp_lo_ms, out);
+	for (int i = 0; i < n; i++)
+		st->parts[i].start = out[i];
 }
 
 /*
@@ -240,32 +221,56 @@ scan_start(ForeignScanState *node, KafkaScanState *st)
 	old = MemoryContextSwitchTo(st->scan_cxt);
 	st->conn = kafka_connection_acquire(st->opts.serverid, st->userid);
 
-	nids = kafka_topic_partitions(st->conn, st->opts.topic, &ids);
-	st->parts = palloc0(sizeof(KafkaPartitionScan) * Max(nids, 1));
-	for (int i = 0; i < nids; i++)
+	if (kafka_active_stream &&
+		kafka_active_stream->ftable_oid == RelationGetRelid(node->ss.ss_currentRelation))
 	{
-		if (!kafka_bounds_partition_ok(&st->bounds, ids[i]))
-			continue;
-		st->parts[st->nparts].partition = ids[i];
-		st->parts[st->nparts].last_offset = -1;
-		maxid = Max(maxid, ids[i]);
-		st->nparts++;
-	}
-	{
-		KafkaWatermark *wm = palloc(sizeof(KafkaWatermark) * Max(st->nparts, 1));
+		/* a streaming refresh decided the ranges; the conditions narrow them */
+		KafkaStreamContext *ctx = kafka_active_stream;
 
-		for (int i = 0; i < st->nparts; i++)
-			wm[i].partition = st->parts[i].partition;
-		kafka_topic_watermarks(st->conn, st->opts.topic, wm, st->nparts);
-		for (int i = 0; i < st->nparts; i++)
+		st->stream = ctx;
+		ctx->scanned = true;
+		st->parts = palloc0(sizeof(KafkaPartitionScan) * Max(ctx->nparts, 1));
+		st->stream_index = palloc(sizeof(int) * Max(ctx->nparts, 1));
+		for (int i = 0; i < ctx->nparts; i++)
 		{
-			KafkaPartitionScan *ps = &st->parts[i];
+			KafkaPartitionScan *ps = &st->parts[st->nparts];
 
-			ps->low = wm[i].low;
-			ps->high = wm[i].high;
-			ps->start = Max(ps->low, st->bounds.offset_lo);
-			ps->end = Min(ps->high, st->bounds.offset_hi);
+			if (!kafka_bounds_partition_ok(&st->bounds, ctx->parts[i].partition))
+				continue;
+			ps->partition = ctx->parts[i].partition;
+			ps->low = ctx->parts[i].start;
+			ps->high = ctx->parts[i].end;
+			st->stream_index[st->nparts++] = i;
 		}
+	}
+	else
+	{
+		nids = kafka_topic_partitions(st->conn, st->opts.topic, &ids);
+		st->parts = palloc0(sizeof(KafkaPartitionScan) * Max(nids, 1));
+		for (int i = 0; i < nids; i++)
+			if (kafka_bounds_partition_ok(&st->bounds, ids[i]))
+				st->parts[st->nparts++].partition = ids[i];
+		{
+			KafkaWatermark *wm = palloc(sizeof(KafkaWatermark) * Max(st->nparts, 1));
+
+			for (int i = 0; i < st->nparts; i++)
+				wm[i].partition = st->parts[i].partition;
+			kafka_topic_watermarks(st->conn, st->opts.topic, wm, st->nparts);
+			for (int i = 0; i < st->nparts; i++)
+			{
+				st->parts[i].low = wm[i].low;
+				st->parts[i].high = wm[i].high;
+			}
+		}
+	}
+	for (int i = 0; i < st->nparts; i++)
+	{
+		KafkaPartitionScan *ps = &st->parts[i];
+
+		ps->last_offset = -1;
+		ps->start = Max(ps->low, st->bounds.offset_lo);
+		ps->end = Min(ps->high, st->bounds.offset_hi);
+		maxid = Max(maxid, ps->partition);
 	}
 	if (st->bounds.has_timestamp)
 		apply_timestamp_bound(st);
@@ -315,6 +320,77 @@ partition_done(KafkaScanState *st, KafkaPartitionScan *ps)
 	}
 }
 
+/* The Kafka timestamp of a message in ms, -1 if none, and its type letter. */
+static int64
+message_timestamp(const rd_kafka_message_t *msg, char *type)
+{
+	rd_kafka_timestamp_type_t tstype;
+	int64		ms = rd_kafka_message_timestamp(msg, &tstype);
+
+	*type = tstype == RD_KAFKA_TIMESTAMP_CREATE_TIME ? 'C' :
+		tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? 'L' : 'U';
+	return tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ms;
+}
+
+/* Count a record read for a streaming refresh. */
+static void
+stream_record_read(KafkaScanState *st, int idx, const rd_kafka_message_t *msg)
+{
+	KafkaStreamPartition *sp = &st->stream->parts[st->stream_index[idx]];
+	char		type;
+	int64		ms = message_timestamp(msg, &type);
+
+	sp->scanned_rows++;
+	sp->scanned_bytes += msg->len + msg->key_len;
+	if (ms >= 0)
+	{
+		if (sp->ts_min_ms < 0 || ms < sp->ts_min_ms)
+			sp->ts_min_ms = ms;
+		if (ms > sp->ts_max_ms)
+			sp->ts_max_ms = ms;
+	}
+}
+
+static bytea *
+prefix_bytes(const void *data, size_t len)
+{
+	if (data == NULL)
+		return NULL;
+	len = Min(len, KAFKA_ERROR_PREFIX_BYTES);
+	{
+		bytea	   *b = palloc(VARHDRSZ + len);
+
+		SET_VARSIZE(b, VARHDRSZ + len);
+		memcpy(VARDATA(b), data, len);
+		return b;
+	}
+}
+
+/* Record a record skipped during a streaming refresh, for the error log. */
+static void
+stream_record_skip(KafkaScanState *st, const rd_kafka_message_t *msg, const char *reason)
+{
+	KafkaStreamContext *ctx = st->stream;
+	int			idx = st->part_index[msg->partition];
+	MemoryContext old;
+	KafkaSkippedRecord *r;
+
+	ctx->parts[st->stream_index[idx]].skipped_rows++;
+	ctx->nskipped++;
+	if (list_length(ctx->skipped) >= KAFKA_MAX_LOGGED_SKIPS)
+		return;
+	old = MemoryContextSwitchTo(ctx->cxt);
+	r = palloc(sizeof(KafkaSkippedRecord));
+	r->partition = msg->partition;
+	r->offset = msg->offset;
+	r->timestamp_ms = message_timestamp(msg, &r->timestamp_type);
+	r->reason = pstrdup(reason);
+	r->key_prefix = prefix_bytes(msg->key, msg->key_len);
+	r->value_prefix = prefix_bytes(msg->payload, msg->len);
+	ctx->skipped = lappend(ctx->skipped, r);
+	MemoryContextSwitchTo(old);
+}
+
 /* Apply on_error to a record that could not be converted. */
 static void
 record_conversion_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
@@ -333,6 +409,8 @@ record_conversion_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
 	 * (partition, offset) skipped so that the warning is reproducible.
 	 */
 	st->skipped++;
+	if (st->stream)
+		stream_record_skip(st, msg, reason);
 	if (st->first_skip == NULL || msg->partition < st->first_skip_partition ||
 		(msg->partition == st->first_skip_partition &&
 		 msg->offset < st->first_skip_offset))
@@ -410,6 +488,8 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 	ps->records++;
 	st->records++;
 	st->bytes += msg->len + msg->key_len;
+	if (st->stream)
+		stream_record_read(st, idx, msg);
 	return true;
 }
 

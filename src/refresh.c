@@ -1,0 +1,604 @@
+/*-------------------------------------------------------------------------
+ *
+ * refresh.c
+ *		Streaming materialized views: CREATE and REFRESH MATERIALIZED VIEW
+ *		over a kafka_fdw table, intercepted by a ProcessUtility hook.
+ *
+ * A materialized view whose query reads one kafka_fdw table, with only
+ * projections, filters and function calls, is a streaming view.  PostgreSQL
+ * creates it (empty); we record it in kafka.stream_state and load it.  On
+ * REFRESH, instead of PostgreSQL's rebuild, we append what arrived since:
+ *
+ *	1. lock the view with ExclusiveLock: refreshes serialize, readers (ACCESS
+ *	   SHARE) are never blocked;
+ *	2. capture every partition's watermarks once, and read the stored next
+ *	   offsets; each partition gets the range [next, high watermark).  New
+ *	   partitions start at their earliest offset (at the table's start_offset
+ *	   on the first load); a stored offset below the low watermark resumes
+ *	   there with a WARNING and a logged lost range; one above the high
+ *	   watermark is an error;
+ *	3. run the view's own query, as the view's owner, with those ranges
+ *	   handed to the scan (kafka_active_stream), appending the rows through
+ *	   the bulk insert receiver (stream_insert.c);
+ *	4. store the new offsets (the captured high watermarks) and the scan log
+ *	   in the same transaction as the rows.
+ *
+ * Whatever fails, nothing is half done: rows and offsets commit together or
+ * not at all, so the next refresh ingests exactly the missing records.
+ *
+ * REFRESH ... WITH NO DATA is PostgreSQL's (empty, unpopulated) and also
+ * forgets the offsets.  kafka.reset_stream() empties, sets where to start,
+ * and refreshes: replay.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_foreign_data_wrapper.h"
+#include "commands/matview.h"
+#include "executor/executor.h"
+#include "foreign/foreign.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parsetree.h"
+#include "rewrite/rewriteHandler.h"
+#include "storage/lmgr.h"
+#include "tcop/tcopprot.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "stream.h"
+
+KafkaStreamContext *kafka_active_stream = NULL;
+
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+PG_FUNCTION_INFO_V1(kafka_reset_stream);
+PG_FUNCTION_INFO_V1(kafka_stream_lag);
+
+/* Is relid a foreign table served by kafka_fdw? */
+static bool
+is_kafka_table(Oid relid)
+{
+	ForeignTable *ft;
+	ForeignServer *server;
+	ForeignDataWrapper *fdw;
+	char	   *handler;
+
+	if (get_rel_relkind(relid) != RELKIND_FOREIGN_TABLE)
+		return false;
+	ft = GetForeignTable(relid);
+	server = GetForeignServer(ft->serverid);
+	fdw = GetForeignDataWrapper(server->fdwid);
+	if (!OidIsValid(fdw->fdwhandler))
+		return false;
+	handler = get_func_name(fdw->fdwhandler);
+	return handler && strcmp(handler, "kafka_fdw_handler") == 0;
+}
+
+static bool
+find_kafka_tables_walker(Node *node, List **found)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Query))
+	{
+		Query	   *q = (Query *) node;
+		ListCell   *lc;
+
+		foreach(lc, q->rtable)
+		{
+			RangeTblEntry *rte = lfirst_node(RangeTblEntry, lc);
+
+			if (rte->rtekind == RTE_RELATION && is_kafka_table(rte->relid))
+				*found = list_append_unique_oid(*found, rte->relid);
+		}
+		return query_tree_walker(q, find_kafka_tables_walker, found, 0);
+	}
+	return expression_tree_walker(node, find_kafka_tables_walker, found);
+}
+
+/* kafka_fdw tables a query reads, anywhere in it. */
+static List *
+kafka_tables_in_query(Query *query)
+{
+	List	   *found = NIL;
+
+	find_kafka_tables_walker((Node *) query, &found);
+	return found;
+}
+
+static void
+reject_shape(const char *viewname, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("materialized view \"%s\" over a Kafka topic cannot use %s", viewname, what),
+			 errdetail("A streaming materialized view reads one kafka_fdw table with projections, filters and function calls only."),
+			 errhint("Create the streaming materialized view without it, and build a regular view or materialized view on top of the streaming one.")));
+}
+
+/*
+ * Check that a materialized view's query has the streaming shape; returns
+ * the kafka_fdw table it reads.
+ */
+static Oid
+validate_streaming_query(Query *query, const char *viewname)
+{
+	RangeTblEntry *rte;
+	List	   *tables = kafka_tables_in_query(query);
+
+	if (list_length(tables) > 1)
+		reject_shape(viewname, "more than one Kafka table");
+	if (query->setOperations)
+		reject_shape(viewname, "set operations");
+	if (query->cteList)
+		reject_shape(viewname, "WITH queries");
+	if (query->hasSubLinks)
+		reject_shape(viewname, "subqueries");
+	if (query->hasAggs || query->groupClause || query->groupingSets || query->havingQual)
+		reject_shape(viewname, "aggregates or GROUP BY");
+	if (query->hasWindowFuncs)
+		reject_shape(viewname, "window functions");
+	if (query->distinctClause)
+		reject_shape(viewname, "DISTINCT");
+	if (query->limitCount || query->limitOffset)
+		reject_shape(viewname, "LIMIT or OFFSET");
+	if (query->hasTargetSRFs)
+		reject_shape(viewname, "set-returning functions");
+	if (query->rowMarks)
+		reject_shape(viewname, "FOR UPDATE or FOR SHARE");
+	if (list_length(query->rtable) != 1 || list_length(query->jointree->fromlist) != 1 ||
+		!IsA(linitial(query->jointree->fromlist), RangeTblRef))
+		reject_shape(viewname, "joins or more than one relation");
+	rte = linitial_node(RangeTblEntry, query->rtable);
+	if (rte->rtekind != RTE_RELATION || !is_kafka_table(rte->relid))
+		reject_shape(viewname, "a Kafka table inside a subquery");
+	return rte->relid;
+}
+
+/*----------
+ * Where partitions without stored offsets start:
+ *	the position given to reset_stream, else the table's start_offset on the
+ *	first load, else (a partition created later) earliest.
+ *----------
+ */
+static void
+initial_positions(Oid owner, const KafkaStreamState *st,
+				  const KafkaTableOptions *opts, bool first_load,
+				  const KafkaWatermark *wm, int n, int64 *out)
+{
+	KafkaStartKind kind = KAFKA_START_EARLIEST;
+	int64		ts = 0;
+
+	if (st->next_start)
+	{
+		if (strcmp(st->next_start, "latest") == 0)
+			kind = KAFKA_START_LATEST;
+		else if (strcmp(st->next_start, "earliest") != 0 &&
+				 kafka_parse_timestamp(st->next_start, &ts))
+			kind = KAFKA_START_TIMESTAMP;
+	}
+	else if (first_load)
+	{
+		kind = opts->start_kind;
+		ts = opts->start_timestamp_ms;
+	}
+
+	if (kind == KAFKA_START_TIMESTAMP)
+	{
+		kafka_fetch_timestamp_offsets(opts->serverid, owner, opts->topic, wm, n, ts, out);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		out[i] = kind == KAFKA_START_LATEST ? wm[i].high : wm[i].low;
+}
+
+/*
+ * Decide every partition's range for this refresh.  Talks to the brokers as
+ * the view's owner (whose user mapping applies), then lets the handle go:
+ * the scan takes its own.
+ */
+static KafkaStreamContext *
+plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptions *opts,
+			 TimestampTz refresh_time)
+{
+	Oid			mv_oid = RelationGetRelid(matview);
+	Oid			owner = matview->rd_rel->relowner;
+	KafkaStreamContext *ctx = palloc0(sizeof(KafkaStreamContext));
+	int			nids;
+	KafkaWatermark *wm;
+	int32	   *stored_parts;
+	int64	   *stored_offs;
+	int			nstored;
+	int64	   *initial;
+
+	ctx->ftable_oid = st->ftable_oid;
+	ctx->cxt = CurrentMemoryContext;
+	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
+
+	nids = kafka_fetch_watermarks(opts->serverid, owner, opts->topic, &wm);
+	initial = palloc(sizeof(int64) * Max(nids, 1));
+	initial_positions(owner, st, opts, nstored == 0, wm, nids, initial);
+
+	ctx->parts = palloc0(sizeof(KafkaStreamPartition) * Max(nids, 1));
+	ctx->nparts = nids;
+	for (int i = 0; i < nids; i++)
+	{
+		KafkaStreamPartition *p = &ctx->parts[i];
+		int64		next = -1;
+
+		/* both lists are sorted by partition */
+		for (int j = 0; j < nstored; j++)
+			if (stored_parts[j] == wm[i].partition)
+				next = stored_offs[j];
+
+		p->partition = wm[i].partition;
+		p->end = wm[i].high;
+		p->ts_min_ms = p->ts_max_ms = -1;
+		if (next < 0)
+			p->start = initial[i];
+		else if (next > wm[i].high)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("stored offset " INT64_FORMAT " of materialized view \"%s\" is beyond the end of partition %d of topic \"%s\"",
+							next, RelationGetRelationName(matview), p->partition, opts->topic),
+					 errdetail("The partition's high watermark is " INT64_FORMAT ".", wm[i].high),
+					 errhint("The topic may have been deleted and recreated. Use kafka.reset_stream('%s') to ingest it again.",
+							 RelationGetRelationName(matview))));
+		else if (next < wm[i].low)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_WARNING),
+					 errmsg("records " INT64_FORMAT " to " INT64_FORMAT " of partition %d of topic \"%s\" were deleted by retention before materialized view \"%s\" ingested them",
+							next, wm[i].low - 1, p->partition, opts->topic,
+							RelationGetRelationName(matview)),
+					 errdetail(INT64_FORMAT " records are lost; the range is recorded in kafka.stream_scan_errors.",
+							   wm[i].low - next),
+					 errhint("Refresh more often, or raise the topic's retention.")));
+			kafka_stream_log_lost_range(mv_oid, refresh_time, p->partition, next, wm[i].low);
+			p->start = wm[i].low;
+		}
+		else
+			p->start = next;
+	}
+	return ctx;
+}
+
+/*
+ * Run the view's query with the stream context active, appending to the
+ * view.  As in PostgreSQL's REFRESH, the query runs as the view's owner in a
+ * security-restricted operation.  Returns the number of rows appended.
+ */
+static uint64
+run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryString)
+{
+	Query	   *query = copyObject(get_view_query(matview));
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	DestReceiver *dest = kafka_create_stream_dest(matview);
+	uint64		processed = 0;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(matview->rd_rel->relowner,
+						   save_sec_context | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+
+	PG_TRY();
+	{
+		List	   *rewritten;
+		PlannedStmt *plan;
+		QueryDesc  *queryDesc;
+
+		kafka_active_stream = ctx;
+		AcquireRewriteLocks(query, true, false);
+		rewritten = QueryRewrite(query);
+		if (list_length(rewritten) != 1)
+			elog(ERROR, "unexpected rewrite result for streaming materialized view");
+		query = linitial_node(Query, rewritten);
+		CHECK_FOR_INTERRUPTS();
+		plan = pg_plan_query(query, queryString, CURSOR_OPT_PARALLEL_OK, NULL);
+
+		PushCopiedSnapshot(GetActiveSnapshot());
+		UpdateActiveSnapshotCommandId();
+		queryDesc = CreateQueryDesc(plan, queryString, GetActiveSnapshot(),
+									InvalidSnapshot, dest, NULL, NULL, 0);
+		ExecutorStart(queryDesc, 0);
+		ExecutorRun(queryDesc, ForwardScanDirection, 0L, true);
+		ExecutorFinish(queryDesc);
+		ExecutorEnd(queryDesc);
+		FreeQueryDesc(queryDesc);
+		PopActiveSnapshot();
+		processed = kafka_stream_dest_processed(dest);
+	}
+	PG_FINALLY();
+	{
+		kafka_active_stream = NULL;
+	}
+	PG_END_TRY();
+
+	dest->rDestroy(dest);
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	/*
+	 * The plan may not have scanned at all (a WHERE that is always false);
+	 * then nothing was read and the offsets still advance, correctly, since
+	 * no record could have matched.
+	 */
+	return processed;
+}
+
+/*
+ * Append the records that arrived since the last refresh.  The caller has
+ * checked that mv_oid is a streaming view and that the user may refresh it.
+ * Returns the number of rows appended.
+ */
+static uint64
+refresh_stream(Oid mv_oid, const char *queryString)
+{
+	Relation	matview;
+	KafkaStreamState st;
+	KafkaTableOptions opts;
+	KafkaStreamContext *ctx;
+	TimestampTz refresh_time = GetCurrentStatementStartTimestamp();
+	uint64		rows;
+
+	/* serializes refreshes; readers hold ACCESS SHARE and are not blocked */
+	matview = table_open(mv_oid, ExclusiveLock);
+	if (!kafka_stream_lookup(mv_oid, &st))
+		elog(ERROR, "relation %u is not a streaming materialized view", mv_oid);
+	kafka_get_table_options(st.ftable_oid, &opts);
+
+	ctx = plan_refresh(matview, &st, &opts, refresh_time);
+	rows = run_view_query(matview, ctx, queryString);
+	kafka_stream_save_refresh(mv_oid, ctx, (int64) rows, refresh_time);
+
+	if (!RelationIsPopulated(matview))
+	{
+		SetMatViewPopulatedState(matview, true);
+		CommandCounterIncrement();
+	}
+	table_close(matview, NoLock);
+	return rows;
+}
+
+/* Error out unless the current user owns the view (REFRESH's rule). */
+static void
+check_refresh_permission(Oid mv_oid)
+{
+	if (!pg_class_ownercheck(mv_oid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_MATVIEW, get_rel_name(mv_oid));
+}
+
+/* CREATE MATERIALIZED VIEW ... AS <query over a kafka_fdw table> */
+static void
+create_streaming_view(PlannedStmt *pstmt, const char *queryString,
+					  bool readOnlyTree, ProcessUtilityContext context,
+					  ParamListInfo params, QueryEnvironment *queryEnv,
+					  DestReceiver *dest, QueryCompletion *qc, Oid ftable_oid)
+{
+	CreateTableAsStmt *stmt = (CreateTableAsStmt *) pstmt->utilityStmt;
+	bool		skip_data = stmt->into->skipData;
+	Oid			existing = RangeVarGetRelid(stmt->into->rel, NoLock, true);
+	Oid			mv_oid;
+	KafkaTableOptions opts;
+
+	/* let PostgreSQL create the (empty) view, then load it ourselves */
+	stmt->into->skipData = true;
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		stmt->into->skipData = skip_data;
+	}
+	PG_END_TRY();
+
+	if (OidIsValid(existing))	/* IF NOT EXISTS, and it did */
+		return;
+
+	CommandCounterIncrement();
+	mv_oid = RangeVarGetRelid(stmt->into->rel, NoLock, false);
+	kafka_get_table_options(ftable_oid, &opts);
+	kafka_stream_register(mv_oid, ftable_oid, opts.topic);
+	CommandCounterIncrement();
+
+	if (!skip_data)
+	{
+		uint64		rows = refresh_stream(mv_oid, queryString);
+
+		if (qc)
+			SetQueryCompletion(qc, CMDTAG_SELECT, rows);
+	}
+}
+
+static void
+kafka_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					  ProcessUtilityContext context, ParamListInfo params,
+					  QueryEnvironment *queryEnv, DestReceiver *dest,
+					  QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (IsA(parsetree, CreateTableAsStmt) &&
+		((CreateTableAsStmt *) parsetree)->objtype == OBJECT_MATVIEW &&
+		IsA(((CreateTableAsStmt *) parsetree)->query, Query))
+	{
+		CreateTableAsStmt *stmt = (CreateTableAsStmt *) parsetree;
+		Query	   *query = (Query *) stmt->query;
+
+		if (kafka_tables_in_query(query) != NIL)
+		{
+			Oid			ftable = validate_streaming_query(query, stmt->into->rel->relname);
+
+			if (readOnlyTree)
+				pstmt = copyObject(pstmt);
+			create_streaming_view(pstmt, queryString, false, context, params,
+								  queryEnv, dest, qc, ftable);
+			return;
+		}
+	}
+	else if (IsA(parsetree, RefreshMatViewStmt))
+	{
+		RefreshMatViewStmt *stmt = (RefreshMatViewStmt *) parsetree;
+		Oid			mv_oid = RangeVarGetRelid(stmt->relation, NoLock, true);
+		KafkaStreamState st;
+
+		if (OidIsValid(mv_oid) && kafka_stream_lookup(mv_oid, &st))
+		{
+			check_refresh_permission(mv_oid);
+			if (stmt->skipData)
+			{
+				/* PostgreSQL empties it; we forget where it was */
+				if (prev_ProcessUtility)
+					prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+										params, queryEnv, dest, qc);
+				else
+					standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+											params, queryEnv, dest, qc);
+				kafka_stream_forget_offsets(mv_oid);
+				return;
+			}
+			{
+				uint64		rows;
+
+				PreventCommandIfReadOnly("REFRESH MATERIALIZED VIEW");
+				rows = refresh_stream(mv_oid, queryString);
+				if (qc)
+					SetQueryCompletion(qc, CMDTAG_REFRESH_MATERIALIZED_VIEW, rows);
+			}
+			return;
+		}
+	}
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+							queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
+void
+kafka_install_utility_hook(void)
+{
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = kafka_process_utility;
+}
+
+/* The streaming view named by a regclass argument, or an error. */
+static Oid
+streaming_view_arg(Oid mv_oid, KafkaStreamState *st)
+{
+	if (!kafka_stream_lookup(mv_oid, st))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a streaming materialized view",
+						get_rel_name(mv_oid) ? get_rel_name(mv_oid) : "?"),
+				 errhint("Streaming materialized views are materialized views over a kafka_fdw table.")));
+	return mv_oid;
+}
+
+/*
+ * kafka.reset_stream(view regclass, start text) -> bigint
+ *		Empty the view, forget its offsets, and ingest again from 'earliest',
+ *		'latest' or a timestamp.  Returns the rows ingested.
+ */
+Datum
+kafka_reset_stream(PG_FUNCTION_ARGS)
+{
+	Oid			mv_oid = PG_GETARG_OID(0);
+	char	   *start = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	KafkaStreamState st;
+	RefreshMatViewStmt *stmt;
+	int64		ms;
+
+	streaming_view_arg(mv_oid, &st);
+	check_refresh_permission(mv_oid);
+	if (strcmp(start, "earliest") != 0 && strcmp(start, "latest") != 0 &&
+		!kafka_parse_timestamp(start, &ms))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid start position \"%s\"", start),
+				 errhint("Use 'earliest', 'latest' or a timestamp such as '2024-01-31 12:00:00+00'.")));
+	PreventCommandIfReadOnly("kafka.reset_stream()");
+
+	/* empty it the way REFRESH ... WITH NO DATA does */
+	stmt = makeNode(RefreshMatViewStmt);
+	stmt->relation = makeRangeVar(get_namespace_name(get_rel_namespace(mv_oid)),
+								  get_rel_name(mv_oid), -1);
+	stmt->skipData = true;
+	ExecRefreshMatView(stmt, "kafka.reset_stream()", NULL, NULL);
+	CommandCounterIncrement();
+
+	kafka_stream_forget_offsets(mv_oid);
+	kafka_stream_set_next_start(mv_oid, start);
+	CommandCounterIncrement();
+
+	PG_RETURN_INT64((int64) refresh_stream(mv_oid, "kafka.reset_stream()"));
+}
+
+/*
+ * kafka.stream_lag(view regclass) -> setof (partition_id, next_offset,
+ *		high_watermark, lag).  Asks the brokers, as the current user.
+ */
+Datum
+kafka_stream_lag(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			mv_oid = PG_GETARG_OID(0);
+	KafkaStreamState st;
+	KafkaTableOptions opts;
+	int			nids;
+	KafkaWatermark *wm;
+	int32	   *stored_parts;
+	int64	   *stored_offs;
+	int			nstored;
+
+	InitMaterializedSRF(fcinfo, 0);
+	streaming_view_arg(mv_oid, &st);
+	kafka_get_table_options(st.ftable_oid, &opts);
+	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
+
+	nids = kafka_fetch_watermarks(opts.serverid, GetUserId(), opts.topic, &wm);
+
+	for (int i = 0; i < nids; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		int64		next = -1;
+
+		for (int j = 0; j < nstored; j++)
+			if (stored_parts[j] == wm[i].partition)
+				next = stored_offs[j];
+		values[0] = Int32GetDatum(wm[i].partition);
+		values[1] = Int64GetDatum(next);
+		nulls[1] = next < 0;
+		values[2] = Int64GetDatum(wm[i].high);
+		/* a partition never read lags by everything it retains */
+		values[3] = Int64GetDatum(wm[i].high - Max(next, wm[i].low));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

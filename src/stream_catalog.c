@@ -1,0 +1,376 @@
+/*-------------------------------------------------------------------------
+ *
+ * stream_catalog.c
+ *		Reading and writing the extension's state tables (kafka.stream_state,
+ *		kafka.stream_offsets, kafka.stream_scan_log, kafka.stream_error_log).
+ *
+ * Everything here runs through SPI in the caller's transaction, so a
+ * refresh's rows, offsets and log entries commit or roll back together.
+ * The statements run as the extension's owner: a view's owner needs no
+ * rights on these tables, and ordinary users have none.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "stream.h"
+
+/* Microseconds between the Unix and PostgreSQL epochs. */
+#define UNIX_TO_PG_EPOCH_USECS \
+	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
+
+typedef struct SpiSession
+{
+	Oid			saved_userid;
+	int			saved_sec_context;
+} SpiSession;
+
+/* The owner of the extension's tables. */
+static Oid
+state_owner(void)
+{
+	Oid			nsp = get_namespace_oid("kafka", false);
+	Oid			relid = get_relname_relid("stream_state", nsp);
+	HeapTuple	tp;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("kafka_fdw's state tables are missing"),
+				 errhint("Reinstall the extension with DROP EXTENSION kafka_fdw CASCADE; CREATE EXTENSION kafka_fdw.")));
+	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
+
+static void
+spi_begin(SpiSession *s)
+{
+	Oid			owner = state_owner();
+
+	GetUserIdAndSecContext(&s->saved_userid, &s->saved_sec_context);
+	SetUserIdAndSecContext(owner, s->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+static void
+spi_end(SpiSession *s)
+{
+	SPI_finish();
+	SetUserIdAndSecContext(s->saved_userid, s->saved_sec_context);
+}
+
+static void
+spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+		 int expected)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "kafka_fdw state query failed (%d): %s", rc, sql);
+}
+
+static int64
+current_transaction_id(void)
+{
+	return (int64) U64FromFullTransactionId(GetTopFullTransactionId());
+}
+
+static Datum
+timestamp_ms_datum(int64 ms, bool *isnull)
+{
+	*isnull = ms < 0;
+	return TimestampTzGetDatum(ms * 1000 - UNIX_TO_PG_EPOCH_USECS);
+}
+
+/*
+ * Look up a streaming view.  Returns false if mv_oid is not one.  Strings
+ * are allocated in the caller's memory context.
+ */
+bool
+kafka_stream_lookup(Oid mv_oid, KafkaStreamState *state)
+{
+	SpiSession	s;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(mv_oid)};
+	bool		found = false;
+	MemoryContext caller = CurrentMemoryContext;
+
+	/* not installed in this database: nothing is a streaming view */
+	if (!OidIsValid(get_namespace_oid("kafka", true)) ||
+		!OidIsValid(get_relname_relid("stream_state", get_namespace_oid("kafka", true))))
+		return false;
+
+	spi_begin(&s);
+	spi_exec("SELECT ftable_oid, topic, auto_refresh, next_start FROM kafka.stream_state WHERE mv_oid = $1",
+			 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		state->mv_oid = mv_oid;
+		state->ftable_oid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		state->topic = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		state->auto_refresh = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+		{
+			Datum		d = SPI_getbinval(tup, desc, 4, &isnull);
+
+			state->next_start = isnull ? NULL : TextDatumGetCString(d);
+		}
+		MemoryContextSwitchTo(old);
+		found = true;
+	}
+	spi_end(&s);
+	return found;
+}
+
+/* Record that mv_oid is a streaming view over ftable_oid. */
+void
+kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic)
+{
+	SpiSession	s;
+	Oid			types[3] = {OIDOID, OIDOID, TEXTOID};
+	Datum		values[3] = {ObjectIdGetDatum(mv_oid), ObjectIdGetDatum(ftable_oid),
+	CStringGetTextDatum(topic)};
+
+	spi_begin(&s);
+	spi_exec("INSERT INTO kafka.stream_state (mv_oid, ftable_oid, topic) VALUES ($1, $2, $3)",
+			 3, types, values, NULL, SPI_OK_INSERT);
+	spi_end(&s);
+}
+
+/* Where partitions without stored offsets start next time (NULL: start_offset). */
+void
+kafka_stream_set_next_start(Oid mv_oid, const char *start)
+{
+	SpiSession	s;
+	Oid			types[2] = {OIDOID, TEXTOID};
+	Datum		values[2] = {ObjectIdGetDatum(mv_oid), start ? CStringGetTextDatum(start) : (Datum) 0};
+
+	spi_begin(&s);
+	spi_exec("UPDATE kafka.stream_state SET next_start = $2 WHERE mv_oid = $1",
+			 2, types, values, start ? NULL : " n", SPI_OK_UPDATE);
+	spi_end(&s);
+}
+
+/* The stored next offsets, sorted by partition; palloc'd in the caller's context. */
+int
+kafka_stream_load_offsets(Oid mv_oid, int32 **partitions, int64 **offsets)
+{
+	SpiSession	s;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(mv_oid)};
+	MemoryContext caller = CurrentMemoryContext;
+	int			n;
+
+	spi_begin(&s);
+	spi_exec("SELECT partition_id, next_offset FROM kafka.stream_offsets WHERE mv_oid = $1 ORDER BY 1",
+			 1, types, values, NULL, SPI_OK_SELECT);
+	n = (int) SPI_processed;
+	*partitions = MemoryContextAlloc(caller, sizeof(int32) * Max(n, 1));
+	*offsets = MemoryContextAlloc(caller, sizeof(int64) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		(*partitions)[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc, 1, &isnull));
+		(*offsets)[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	spi_end(&s);
+	return n;
+}
+
+void
+kafka_stream_forget_offsets(Oid mv_oid)
+{
+	SpiSession	s;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(mv_oid)};
+
+	spi_begin(&s);
+	spi_exec("DELETE FROM kafka.stream_offsets WHERE mv_oid = $1",
+			 1, types, values, NULL, SPI_OK_DELETE);
+	spi_end(&s);
+}
+
+static Datum
+int_array(const void *vals, int n, Oid elemtype)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = elemtype == INT4OID ? Int32GetDatum(((const int32 *) vals)[i]) :
+			Int64GetDatum(((const int64 *) vals)[i]);
+	if (elemtype == INT4OID)
+		return PointerGetDatum(construct_array(elems, n, INT4OID, 4, true, TYPALIGN_INT));
+	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
+/*
+ * Store the outcome of a refresh: the new next offsets (the end of every
+ * partition's range), one scan log row per partition, the skipped records,
+ * and the view's summary; prune logs older than kafka_fdw.scan_log_retention.
+ */
+void
+kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx, int64 rows,
+						  TimestampTz refresh_time)
+{
+	SpiSession	s;
+	int			n = ctx->nparts;
+	int32	   *parts = palloc(sizeof(int32) * Max(n, 1));
+	int64	   *ends = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *starts = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *scanned = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *skipped = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *bytes = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *tsmin = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *tsmax = palloc(sizeof(int64) * Max(n, 1));
+	int64		xid = current_transaction_id();
+	ListCell   *lc;
+
+	for (int i = 0; i < n; i++)
+	{
+		KafkaStreamPartition *p = &ctx->parts[i];
+
+		parts[i] = p->partition;
+		starts[i] = p->start;
+		ends[i] = p->end;
+		scanned[i] = p->scanned_rows;
+		skipped[i] = p->skipped_rows;
+		bytes[i] = p->scanned_bytes;
+		tsmin[i] = p->ts_min_ms;
+		tsmax[i] = p->ts_max_ms;
+	}
+
+	spi_begin(&s);
+	{
+		Oid			types[3] = {OIDOID, INT4ARRAYOID, INT8ARRAYOID};
+		Datum		values[3] = {ObjectIdGetDatum(mv_oid), int_array(parts, n, INT4OID),
+		int_array(ends, n, INT8OID)};
+
+		spi_exec("INSERT INTO kafka.stream_offsets (mv_oid, partition_id, next_offset) "
+				 "SELECT $1, p, o FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS u(p, o) "
+				 "ON CONFLICT (mv_oid, partition_id) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+				 3, types, values, NULL, SPI_OK_INSERT);
+	}
+	{
+		Oid			types[11] = {OIDOID, INT8OID, TIMESTAMPTZOID, INT4ARRAYOID, INT8ARRAYOID,
+			INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+		Datum		values[11] = {ObjectIdGetDatum(mv_oid), Int64GetDatum(xid),
+			TimestampTzGetDatum(refresh_time), int_array(parts, n, INT4OID),
+			int_array(starts, n, INT8OID), int_array(ends, n, INT8OID),
+			int_array(scanned, n, INT8OID), int_array(skipped, n, INT8OID),
+		int_array(bytes, n, INT8OID), int_array(tsmin, n, INT8OID), int_array(tsmax, n, INT8OID)};
+
+		spi_exec("INSERT INTO kafka.stream_scan_log (mv_oid, transaction_id, record_time, partition_id, "
+				 "start_position, latest_position, scanned_rows, skipped_rows, scanned_bytes, "
+				 "stream_record_time_min, stream_record_time_max) "
+				 "SELECT $1, $2, $3, p, s, e, r, k, b, "
+				 "CASE WHEN lo >= 0 THEN pg_catalog.to_timestamp(lo / 1000.0) END, "
+				 "CASE WHEN hi >= 0 THEN pg_catalog.to_timestamp(hi / 1000.0) END "
+				 "FROM ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+				 "pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), "
+				 "pg_catalog.unnest($10), pg_catalog.unnest($11)) AS u(p, s, e, r, k, b, lo, hi)",
+				 11, types, values, NULL, SPI_OK_INSERT);
+	}
+
+	foreach(lc, ctx->skipped)
+	{
+		KafkaSkippedRecord *r = lfirst(lc);
+		Oid			types[10] = {OIDOID, INT8OID, TIMESTAMPTZOID, INT4OID, INT8OID, CHAROID,
+		TIMESTAMPTZOID, TEXTOID, BYTEAOID, BYTEAOID};
+		Datum		values[10];
+		char		nulls[11] = "          ";
+		bool		tsnull;
+
+		values[0] = ObjectIdGetDatum(mv_oid);
+		values[1] = Int64GetDatum(xid);
+		values[2] = TimestampTzGetDatum(refresh_time);
+		values[3] = Int32GetDatum(r->partition);
+		values[4] = Int64GetDatum(r->offset);
+		values[5] = CharGetDatum(r->timestamp_type);
+		values[6] = timestamp_ms_datum(r->timestamp_ms, &tsnull);
+		if (tsnull)
+			nulls[6] = 'n';
+		values[7] = CStringGetTextDatum(r->reason);
+		values[8] = PointerGetDatum(r->key_prefix);
+		if (r->key_prefix == NULL)
+			nulls[8] = 'n';
+		values[9] = PointerGetDatum(r->value_prefix);
+		if (r->value_prefix == NULL)
+			nulls[9] = 'n';
+		spi_exec("INSERT INTO kafka.stream_error_log (mv_oid, transaction_id, record_time, partition_id, "
+				 "position, stream_timestamp_type, stream_timestamp, error_code, error_reason, "
+				 "key_prefix, value_prefix) "
+				 "VALUES ($1, $2, $3, $4, $5, $6, $7, 'skipped', $8, $9, $10)",
+				 10, types, values, nulls, SPI_OK_INSERT);
+	}
+
+	{
+		Oid			types[3] = {OIDOID, INT8OID, TIMESTAMPTZOID};
+		Datum		values[3] = {ObjectIdGetDatum(mv_oid), Int64GetDatum(rows),
+		TimestampTzGetDatum(refresh_time)};
+
+		spi_exec("UPDATE kafka.stream_state SET last_refresh_time = $3, last_refresh_rows = $2, "
+				 "last_refresh_status = 'ok', last_success_time = $3, "
+				 "total_rows = total_rows + $2, next_start = NULL WHERE mv_oid = $1",
+				 3, types, values, NULL, SPI_OK_UPDATE);
+	}
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		values[1] = {Int32GetDatum(kafka_scan_log_retention_s)};
+
+		spi_exec("DELETE FROM kafka.stream_scan_log "
+				 "WHERE record_time < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+				 1, types, values, NULL, SPI_OK_DELETE);
+		spi_exec("DELETE FROM kafka.stream_error_log "
+				 "WHERE record_time < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+				 1, types, values, NULL, SPI_OK_DELETE);
+	}
+	spi_end(&s);
+}
+
+/* Record offsets [from, to) of a partition deleted by retention before ingestion. */
+void
+kafka_stream_log_lost_range(Oid mv_oid, TimestampTz refresh_time, int32 partition,
+							int64 from, int64 to)
+{
+	SpiSession	s;
+	Oid			types[6] = {OIDOID, INT8OID, TIMESTAMPTZOID, INT4OID, INT8OID, INT8OID};
+	Datum		values[6] = {ObjectIdGetDatum(mv_oid), Int64GetDatum(current_transaction_id()),
+		TimestampTzGetDatum(refresh_time), Int32GetDatum(partition), Int64GetDatum(from),
+	Int64GetDatum(to)};
+
+	spi_begin(&s);
+	spi_exec("INSERT INTO kafka.stream_error_log (mv_oid, transaction_id, record_time, partition_id, "
+			 "position, error_code, error_reason, lost_to, lost_count) "
+			 "VALUES ($1, $2, $3, $4, $5, 'lost', "
+			 "pg_catalog.format('offsets %s to %s were deleted by retention before they were ingested', $5, $6 - 1), "
+			 "$6, $6 - $5)",
+			 6, types, values, NULL, SPI_OK_INSERT);
+	spi_end(&s);
+}
