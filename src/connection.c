@@ -574,7 +574,7 @@ kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
 /*
  * For each partition, where records with a timestamp >= timestamp_ms start:
  * out[i] is the earliest such offset, high[i] when no record is that recent,
- * or low[i] when the broker cannot tell.
+ * or low[i] when the broker cannot tell (then unknown[i] is set, if given).
  *
  * A broker answers -1 both when no record is that recent and, if it has no
  * time index (librdkafka's mock cluster among them), for every lookup.  We
@@ -585,12 +585,14 @@ kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
 void
 kafka_resolve_timestamp(KafkaConnection *conn, const char *topic,
 						const int32 *partitions, const int64 *low, const int64 *high,
-						int nparts, int64 timestamp_ms, int64 *out)
+						int nparts, int64 timestamp_ms, int64 *out, bool *unknown)
 {
 	int64	   *probe = NULL;
 
 	if (nparts == 0)
 		return;
+	if (unknown)
+		memset(unknown, 0, sizeof(bool) * nparts);
 	list_offsets(conn, topic, partitions, nparts, Max(timestamp_ms, 0), out);
 	for (int i = 0; i < nparts; i++)
 	{
@@ -604,7 +606,14 @@ kafka_resolve_timestamp(KafkaConnection *conn, const char *topic,
 			probe = palloc(sizeof(int64) * nparts);
 			list_offsets(conn, topic, partitions, nparts, 0, probe);
 		}
-		out[i] = (probe[i] >= 0 || low[i] >= high[i]) ? high[i] : low[i];
+		if (probe[i] >= 0 || low[i] >= high[i])
+			out[i] = high[i];
+		else
+		{
+			out[i] = low[i];
+			if (unknown)
+				unknown[i] = true;
+		}
 	}
 	if (probe)
 		pfree(probe);
@@ -647,7 +656,7 @@ kafka_fetch_watermarks(Oid serverid, Oid userid, const char *topic, KafkaWaterma
 void
 kafka_fetch_timestamp_offsets(Oid serverid, Oid userid, const char *topic,
 							  const KafkaWatermark *wm, int n, int64 timestamp_ms,
-							  int64 *out)
+							  int64 *out, bool *unknown)
 {
 	KafkaConnection *conn = kafka_connection_acquire(serverid, userid);
 
@@ -663,7 +672,7 @@ kafka_fetch_timestamp_offsets(Oid serverid, Oid userid, const char *topic,
 			low[i] = wm[i].low;
 			high[i] = wm[i].high;
 		}
-		kafka_resolve_timestamp(conn, topic, ids, low, high, n, timestamp_ms, out);
+		kafka_resolve_timestamp(conn, topic, ids, low, high, n, timestamp_ms, out, unknown);
 	}
 	PG_FINALLY();
 	{

@@ -106,13 +106,14 @@ extern void kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
 extern void kafka_resolve_timestamp(KafkaConnection *conn, const char *topic,
 									const int32 *partitions, const int64 *low,
 									const int64 *high, int nparts,
-									int64 timestamp_ms, int64 *out);
+									int64 timestamp_ms, int64 *out, bool *unknown);
 extern List *kafka_list_topics(KafkaConnection *conn);
 extern int	kafka_fetch_watermarks(Oid serverid, Oid userid, const char *topic,
 								   KafkaWatermark **wm);
 extern void kafka_fetch_timestamp_offsets(Oid serverid, Oid userid, const char *topic,
 										  const KafkaWatermark *wm, int n,
-										  int64 timestamp_ms, int64 *out);
+										  int64 timestamp_ms, int64 *out,
+										  bool *unknown);
 extern void kafka_check_connection_alive(KafkaConnection *conn,
 										 TimestampTz since, const char *topic);
 extern void kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,

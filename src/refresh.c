@@ -179,10 +179,13 @@ validate_streaming_query(Query *query, const char *viewname)
 static void
 initial_positions(Oid owner, const KafkaStreamState *st,
 				  const KafkaTableOptions *opts, bool first_load,
-				  const KafkaWatermark *wm, int n, int64 *out)
+				  const KafkaWatermark *wm, int n, int64 *out, int64 *skip_before_ms)
 {
 	KafkaStartKind kind = KAFKA_START_EARLIEST;
 	int64		ts = 0;
+
+	for (int i = 0; i < n; i++)
+		skip_before_ms[i] = -1;
 
 	if (st->next_start)
 	{
@@ -200,7 +203,14 @@ initial_positions(Oid owner, const KafkaStreamState *st,
 
 	if (kind == KAFKA_START_TIMESTAMP)
 	{
-		kafka_fetch_timestamp_offsets(opts->serverid, owner, opts->topic, wm, n, ts, out);
+		bool	   *unknown = palloc(sizeof(bool) * Max(n, 1));
+
+		kafka_fetch_timestamp_offsets(opts->serverid, owner, opts->topic, wm, n, ts,
+									  out, unknown);
+		/* brokers without a time index: the scan finds the start itself */
+		for (int i = 0; i < n; i++)
+			if (unknown[i])
+				skip_before_ms[i] = ts;
 		return;
 	}
 	for (int i = 0; i < n; i++)
@@ -225,6 +235,7 @@ plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptio
 	int64	   *stored_offs;
 	int			nstored;
 	int64	   *initial;
+	int64	   *skip_before;
 
 	ctx->ftable_oid = st->ftable_oid;
 	ctx->cxt = CurrentMemoryContext;
@@ -232,7 +243,8 @@ plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptio
 
 	nids = kafka_fetch_watermarks(opts->serverid, owner, opts->topic, &wm);
 	initial = palloc(sizeof(int64) * Max(nids, 1));
-	initial_positions(owner, st, opts, nstored == 0, wm, nids, initial);
+	skip_before = palloc(sizeof(int64) * Max(nids, 1));
+	initial_positions(owner, st, opts, nstored == 0, wm, nids, initial, skip_before);
 
 	ctx->parts = palloc0(sizeof(KafkaStreamPartition) * Max(nids, 1));
 	ctx->nparts = nids;
@@ -246,11 +258,17 @@ plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptio
 			if (stored_parts[j] == wm[i].partition)
 				next = stored_offs[j];
 
+		if (i > 0 && wm[i].partition <= wm[i - 1].partition)
+			elog(ERROR, "partitions of topic \"%s\" are not in ascending order", opts->topic);
 		p->partition = wm[i].partition;
 		p->end = wm[i].high;
 		p->ts_min_ms = p->ts_max_ms = -1;
+		p->skip_before_ms = -1;
 		if (next < 0)
+		{
 			p->start = initial[i];
+			p->skip_before_ms = skip_before[i];
+		}
 		else if (next > wm[i].high)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -73,6 +73,7 @@ typedef struct KafkaPartitionScan
 	bool		done;
 	int64		records;		/* records returned */
 	int64		last_offset;	/* offset of the last record seen, -1 if none */
+	int64		skip_before_ms; /* drop records until one is this recent; -1 */
 } KafkaPartitionScan;
 
 typedef struct KafkaScanState
@@ -194,7 +195,7 @@ apply_timestamp_bound(KafkaScanState *st)
 		high[i] = Max(st->parts[i].start, st->parts[i].end);
 	}
 	kafka_resolve_timestamp(st->conn, st->opts.topic, ids, low, high, n,
-							st->bounds.timestamp_lo_ms, out);
+							st->bounds.timestamp_lo_ms, out, NULL);
 	for (int i = 0; i < n; i++)
 		st->parts[i].start = out[i];
 }
@@ -240,6 +241,7 @@ scan_start(ForeignScanState *node, KafkaScanState *st)
 			ps->partition = ctx->parts[i].partition;
 			ps->low = ctx->parts[i].start;
 			ps->high = ctx->parts[i].end;
+			ps->skip_before_ms = ctx->parts[i].skip_before_ms;
 			st->stream_index[st->nparts++] = i;
 		}
 	}
@@ -260,6 +262,7 @@ scan_start(ForeignScanState *node, KafkaScanState *st)
 			{
 				st->parts[i].low = wm[i].low;
 				st->parts[i].high = wm[i].high;
+				st->parts[i].skip_before_ms = -1;
 			}
 		}
 	}
@@ -469,6 +472,20 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 	if (msg->offset >= ps->end - 1)
 		partition_done(st, ps);
 	ps->last_offset = msg->offset;
+
+	/*
+	 * A streaming start position by timestamp that the broker could not
+	 * resolve: emulate it, starting at the first record that recent.
+	 */
+	if (ps->skip_before_ms >= 0)
+	{
+		char		type;
+		int64		ms = message_timestamp(msg, &type);
+
+		if (ms < ps->skip_before_ms)
+			return false;
+		ps->skip_before_ms = -1;
+	}
 
 	if (msg->len + msg->key_len > (size_t) kafka_max_record_size)
 	{

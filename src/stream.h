@@ -19,6 +19,7 @@ typedef struct KafkaStreamPartition
 	int32		partition;
 	int64		start;			/* first offset to ingest */
 	int64		end;			/* high watermark at refresh start */
+	int64		skip_before_ms; /* start at the first record this recent; -1 */
 	/* filled in by the scan */
 	int64		scanned_rows;	/* records read and converted */
 	int64		skipped_rows;	/* records skipped (on_error 'skip') */
