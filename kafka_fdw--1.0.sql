@@ -321,3 +321,15 @@ REVOKE ALL ON FUNCTION kafka._drop_stream_state() FROM PUBLIC;
 
 CREATE EVENT TRIGGER kafka_fdw_drop_stream ON sql_drop
   EXECUTE FUNCTION kafka._drop_stream_state();
+
+-- Refuse CREATE/REFRESH of a streaming view in a session where kafka_fdw's
+-- command hook was not in place when the command began (not preloaded).
+CREATE FUNCTION kafka._guard_streaming_ddl()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'kafka_guard_streaming_ddl'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION kafka._guard_streaming_ddl() FROM PUBLIC;
+
+CREATE EVENT TRIGGER kafka_fdw_guard_streaming ON ddl_command_start
+  WHEN TAG IN ('CREATE MATERIALIZED VIEW', 'REFRESH MATERIALIZED VIEW')
+  EXECUTE FUNCTION kafka._guard_streaming_ddl();

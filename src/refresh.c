@@ -39,6 +39,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_foreign_data_wrapper.h"
+#include "commands/event_trigger.h"
 #include "commands/matview.h"
 #include "executor/executor.h"
 #include "foreign/foreign.h"
@@ -66,7 +67,11 @@ KafkaStreamContext *kafka_active_stream = NULL;
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
+/* > 0 while a utility command runs through our hook (see the guard below) */
+static int	utility_depth = 0;
+
 PG_FUNCTION_INFO_V1(kafka_reset_stream);
+PG_FUNCTION_INFO_V1(kafka_guard_streaming_ddl);
 PG_FUNCTION_INFO_V1(kafka_stream_lag);
 
 /* Is relid a foreign table served by kafka_fdw? */
@@ -452,10 +457,10 @@ create_streaming_view(PlannedStmt *pstmt, const char *queryString,
 }
 
 static void
-kafka_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-					  ProcessUtilityContext context, ParamListInfo params,
-					  QueryEnvironment *queryEnv, DestReceiver *dest,
-					  QueryCompletion *qc)
+process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				ProcessUtilityContext context, ParamListInfo params,
+				QueryEnvironment *queryEnv, DestReceiver *dest,
+				QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 
@@ -516,6 +521,69 @@ kafka_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+}
+
+static void
+kafka_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					  ProcessUtilityContext context, ParamListInfo params,
+					  QueryEnvironment *queryEnv, DestReceiver *dest,
+					  QueryCompletion *qc)
+{
+	utility_depth++;
+	PG_TRY();
+	{
+		process_utility(pstmt, queryString, readOnlyTree, context, params,
+						queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		utility_depth--;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Event trigger on ddl_command_start for CREATE and REFRESH MATERIALIZED
+ * VIEW.  In a session where kafka_fdw was not loaded when the command began,
+ * the hook above did not see it, and PostgreSQL would build a plain
+ * materialized view, or rebuild a streaming one without its offsets (which
+ * would later duplicate records).  Refuse such commands; calling this
+ * function has loaded the library, so the user can simply retry.
+ */
+Datum
+kafka_guard_streaming_ddl(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trigdata;
+	Node	   *parsetree;
+	bool		streaming = false;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		elog(ERROR, "not fired by event trigger manager");
+	if (utility_depth > 0)
+		PG_RETURN_VOID();
+
+	trigdata = (EventTriggerData *) fcinfo->context;
+	parsetree = trigdata->parsetree;
+	if (IsA(parsetree, CreateTableAsStmt) &&
+		((CreateTableAsStmt *) parsetree)->objtype == OBJECT_MATVIEW &&
+		IsA(((CreateTableAsStmt *) parsetree)->query, Query))
+		streaming = kafka_tables_in_query((Query *) ((CreateTableAsStmt *) parsetree)->query) != NIL;
+	else if (IsA(parsetree, RefreshMatViewStmt))
+	{
+		Oid			mv_oid = RangeVarGetRelid(((RefreshMatViewStmt *) parsetree)->relation,
+											  NoLock, true);
+		KafkaStreamState st;
+
+		streaming = OidIsValid(mv_oid) && kafka_stream_lookup(mv_oid, &st);
+	}
+
+	if (streaming)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("kafka_fdw was not loaded when this command started"),
+				 errdetail("Streaming materialized views need kafka_fdw's command hook, which is installed when the library is loaded."),
+				 errhint("Add kafka_fdw to shared_preload_libraries (or session_preload_libraries). In this session the library is now loaded: run the command again.")));
+	PG_RETURN_VOID();
 }
 
 void
