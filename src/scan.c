@@ -112,6 +112,12 @@ typedef struct KafkaScanState
 	rd_kafka_message_t *current;	/* being converted */
 	TimestampTz last_progress;
 
+	/* librdkafka's fetch-queue limits, and whether the queue reached them */
+	size_t		queue_max_msgs; /* queued.min.messages */
+	double		queue_max_bytes;	/* queued.max.messages.kbytes * 1024 */
+	bool		queue_was_full;
+	int64		fetcher_wakeups;	/* for EXPLAIN ANALYZE */
+
 	/* statistics for EXPLAIN ANALYZE and the skip warning */
 	int64		records;
 	int64		bytes;
@@ -122,6 +128,7 @@ typedef struct KafkaScanState
 } KafkaScanState;
 
 static void scan_start(ForeignScanState *node, KafkaScanState *st);
+static double conf_get_number(rd_kafka_t *rk, const char *name, double dflt);
 static void scan_cleanup(void *arg);
 
 void
@@ -310,7 +317,52 @@ scan_start(ForeignScanState *node, KafkaScanState *st)
 		st->nactive++;
 	}
 	st->last_progress = GetCurrentTimestamp();
+	st->queue_max_msgs = (size_t) conf_get_number(st->conn->rk, "queued.min.messages", 100000);
+	st->queue_max_bytes = conf_get_number(st->conn->rk, "queued.max.messages.kbytes", 65536) * 1024;
 	MemoryContextSwitchTo(old);
+}
+
+/* A numeric librdkafka property of the handle, or dflt. */
+static double
+conf_get_number(rd_kafka_t *rk, const char *name, double dflt)
+{
+	char		buf[64];
+	size_t		size = sizeof(buf);
+
+	if (rd_kafka_conf_get(rd_kafka_conf(rk), name, buf, &size) != RD_KAFKA_CONF_OK)
+		return dflt;
+	return strtod(buf, NULL);
+}
+
+/*
+ * Wake librdkafka's fetchers after the queue was full.
+ *
+ * librdkafka stops fetching a partition while the queue it delivers to holds
+ * queued.min.messages messages or queued.max.messages.kbytes; all our
+ * partitions share one queue, so the limits apply to the scan as a whole.
+ * Before librdkafka 2.3 (fetch.queue.backoff.ms) a broker thread looks at
+ * the queue again only when something wakes it up, which with no request in
+ * flight is after up to a second (librdkafka issue #2879): every time the
+ * scan consumes slower than the brokers deliver, the scan would stall for up
+ * to a second.  Any request to a broker wakes its thread, which then sees
+ * the drained queue and fetches at once.  The cheapest such request through
+ * the public API is a ListOffsets; rd_kafka_offsets_for_times() sends one
+ * per leader of the given partitions, in parallel.  The answer is not used.
+ */
+static void
+wake_fetchers(KafkaScanState *st)
+{
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(st->nactive);
+
+	for (int i = 0; i < st->nparts; i++)
+		if (st->parts[i].started && !st->parts[i].done)
+			rd_kafka_topic_partition_list_add(list, st->opts.topic,
+											  st->parts[i].partition)->offset = RD_KAFKA_OFFSET_END;
+	if (list->cnt > 0)
+		(void) rd_kafka_offsets_for_times(st->conn->rk, list, KAFKA_POLL_MS);
+	rd_kafka_topic_partition_list_destroy(list);
+	st->queue_was_full = false;
+	st->fetcher_wakeups++;
 }
 
 static void
@@ -543,6 +595,28 @@ kafkaIterateForeignScan(ForeignScanState *node)
 
 		/* take what is there; if nothing, wait a little for one message */
 		n = rd_kafka_consume_batch_queue(st->queue, 0, st->batch, KAFKA_BATCH_SIZE);
+		if (n > 0)
+		{
+			/*
+			 * Was the queue at librdkafka's limits (then its fetchers are
+			 * parked), and is it now half drained?  Bytes are estimated with
+			 * the mean size of this batch.  See wake_fetchers().
+			 */
+			double		queued = (double) rd_kafka_queue_length(st->queue) + n;
+			double		avg = 0;
+
+			for (ssize_t i = 0; i < n; i++)
+				avg += st->batch[i]->len + st->batch[i]->key_len;
+			avg /= n;
+
+			if (queued >= st->queue_max_msgs || queued * avg >= 0.75 * st->queue_max_bytes)
+				st->queue_was_full = true;
+			else if (st->queue_was_full && 2 * queued < st->queue_max_msgs &&
+					 2 * queued * avg < 0.75 * st->queue_max_bytes)
+				wake_fetchers(st);
+		}
+		else if (n == 0 && st->queue_was_full)
+			wake_fetchers(st);
 		if (n == 0)
 		{
 			rd_kafka_message_t *m = rd_kafka_consume_queue(st->queue, KAFKA_POLL_MS);
@@ -705,6 +779,8 @@ kafkaExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	{
 		ExplainPropertyInteger("Kafka Records", NULL, st->records, es);
 		ExplainPropertyInteger("Kafka Bytes", NULL, st->bytes, es);
+		if (es->verbose && st->fetcher_wakeups > 0)
+			ExplainPropertyInteger("Kafka Fetcher Wake-ups", NULL, st->fetcher_wakeups, es);
 		if (st->skipped > 0)
 			ExplainPropertyInteger("Kafka Skipped Records", NULL, st->skipped, es);
 		if (es->verbose)
