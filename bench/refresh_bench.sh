@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# bench/refresh_bench.sh — ingest throughput of a streaming materialized view against COPY of the same
+# rows into an equivalent table, side by side in one run (SPEC §6: "refresh: rows/s into a streaming
+# view >= 0.9 x COPY of the same rows"), and the refreshing backend's memory (SPEC §6: "backend peak
+# RSS flat in the number of records, <= 256 MiB for 1M records").
+#
+#   bash bench/refresh_bench.sh
+#
+# Starts its own test broker (1 broker) and throwaway PostgreSQL (removed at exit), fills a topic of
+# PARTITIONS partitions with RECORDS records of ~VALUE_BYTES-byte JSON values, then, RUNS times:
+#   1. REFRESH MATERIALIZED VIEW of a streaming view of the eight columns (first load of every record,
+#      after REFRESH ... WITH NO DATA): Kafka fetch + conversion + bulk insert;
+#   2. COPY of the very same rows (exported once from the view, text format) into a table with the
+#      same columns, truncated before each run.
+# Both targets have no indexes, so both measure the insert path alone; the view's row count is checked.
+# Memory: the refreshing backend's RssAnon is sampled every 20 ms during each refresh (peak reported),
+# and VmHWM (which also counts touched shared buffers) at the end; the first refresh of RECORDS/4 records
+# is measured too, to show that memory does not grow with the number of records.
+#
+# Environment: RECORDS (1000000), PARTITIONS (64), VALUE_BYTES (150), RUNS (3), KEEP_TMP=1.
+set -euo pipefail
+export LC_ALL=C.UTF-8
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT
+cd "$REPO_ROOT"
+# shellcheck source=test/lib.sh
+. "$REPO_ROOT/test/lib.sh"
+
+RECORDS="${RECORDS:-1000000}"
+PARTITIONS="${PARTITIONS:-64}"
+VALUE_BYTES="${VALUE_BYTES:-150}"
+RUNS="${RUNS:-3}"
+TOPIC=refresh_bench
+SMALL_TOPIC=refresh_bench_small
+DB=refresh_bench
+
+# shellcheck disable=SC2119
+ensure_packages
+lib_trap
+make_workdir
+build_extension
+build_broker
+PG_EXTRA_CONF="${PG_EXTRA_CONF:-}
+shared_buffers = '512MB'
+max_wal_size = '4GB'
+checkpoint_timeout = '30min'"
+export PG_EXTRA_CONF
+start_broker "$WORK_DIR/broker" --brokers 1 >/dev/null
+start_postgres "$WORK_DIR/pg" >/dev/null
+pg_install_extension "$DB" >/dev/null
+chmod 777 "$WORK_DIR"
+
+log "filling $TOPIC: $RECORDS records of ~$VALUE_BYTES bytes over $PARTITIONS partitions"
+broker_ctl create "$TOPIC" "$PARTITIONS" >/dev/null
+broker_ctl fill "$TOPIC" "$RECORDS" "$VALUE_BYTES" >/dev/null
+broker_ctl create "$SMALL_TOPIC" "$PARTITIONS" >/dev/null
+broker_ctl fill "$SMALL_TOPIC" $((RECORDS / 4)) "$VALUE_BYTES" >/dev/null
+total=0
+for wm in $(broker_ctl watermarks "$TOPIC" | cut -d' ' -f2-); do
+    IFS=: read -r _ low high <<<"$wm"
+    [ "$low" = 0 ] || die "the broker's retention deleted records of partition ${wm%%:*}: use more partitions"
+    total=$((total + high))
+done
+[ "$total" = "$RECORDS" ] || die "topic holds $total records, expected $RECORDS"
+
+COLUMNS_SQL="kafka_partition, kafka_offset, kafka_timestamp_type, kafka_timestamp, kafka_key, kafka_value, kafka_headers, refresh_time"
+psql_q -d "$DB" >/dev/null <<SQL
+SELECT kafka.create_external_schema('s', brokers => '$KAFKA_BROKERS');
+CREATE MATERIALIZED VIEW mv AS SELECT $COLUMNS_SQL FROM s.$TOPIC WITH NO DATA;
+CREATE MATERIALIZED VIEW mv_small AS SELECT $COLUMNS_SQL FROM s.$SMALL_TOPIC WITH NO DATA;
+CREATE TABLE copy_target AS SELECT * FROM mv WITH NO DATA;
+SQL
+
+# refresh_once VIEW — empty VIEW, then time its first REFRESH in one session while sampling the
+# backend's anonymous memory; prints "ms peak_rss_anon_kb vm_hwm_kb rows".
+refresh_once() {
+    local view="$1" fifo="$WORK_DIR/refresh.fifo" pid="" peak=0 kb out
+    rm -f "$fifo"; mkfifo "$fifo"
+    psql_q -d "$DB" -c "REFRESH MATERIALIZED VIEW $view WITH NO DATA" >/dev/null
+    psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <"$fifo" >"$WORK_DIR/refresh.out" 2>&1 &
+    local psql_pid=$!
+    exec 7>"$fifo"
+    echo "SELECT pg_backend_pid();" >&7
+    while [ -z "$pid" ]; do pid="$(head -n 1 "$WORK_DIR/refresh.out" 2>/dev/null || true)"; sleep 0.01; done
+    cat >&7 <<SQL
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+REFRESH MATERIALIZED VIEW $view;
+SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
+SELECT 'hwm', substring(pg_read_file('/proc/self/status') FROM 'VmHWM:\s+(\d+)');
+SELECT 'rows', count(*) FROM $view;
+SQL
+    exec 7>&-
+    while kill -0 "$psql_pid" 2>/dev/null; do
+        kb="$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+        if [ -n "$kb" ] && [ "$kb" -gt "$peak" ]; then peak="$kb"; fi
+        sleep 0.02
+    done
+    wait "$psql_pid" || { cat "$WORK_DIR/refresh.out" >&2; die "refresh of $view failed"; }
+    out="$(cat "$WORK_DIR/refresh.out")"
+    echo "$(grep '^ms|' <<<"$out" | cut -d'|' -f2) $peak $(grep '^hwm|' <<<"$out" | cut -d'|' -f2) $(grep '^rows|' <<<"$out" | cut -d'|' -f2)"
+}
+
+# copy_once — time COPY of the exported rows into the truncated copy_target; prints ms.
+copy_once() {
+    psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <<SQL | grep '^ms|' | cut -d'|' -f2
+TRUNCATE copy_target;
+CHECKPOINT;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+COPY copy_target FROM '$WORK_DIR/rows.copy';
+SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
+SQL
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+log "warm-up refresh and export of the same rows for COPY"
+read -r _ _ _ rows <<<"$(refresh_once mv)"
+[ "$rows" = "$RECORDS" ] || die "the view holds $rows rows, expected $RECORDS"
+psql_q -d "$DB" -c "COPY (SELECT * FROM mv) TO '$WORK_DIR/rows.copy'" >/dev/null
+copy_once >/dev/null
+
+refresh_ms=(); copy_ms=(); peaks=(); hwms=()
+for run in $(seq 1 "$RUNS"); do
+    psql_q -d "$DB" -c "CHECKPOINT" >/dev/null
+    read -r ms peak hwm rows <<<"$(refresh_once mv)"
+    [ "$rows" = "$RECORDS" ] || die "run $run: the view holds $rows rows, expected $RECORDS"
+    refresh_ms+=("$ms"); peaks+=("$peak"); hwms+=("$hwm")
+    c="$(copy_once)"; copy_ms+=("$c")
+    log "run $run: refresh ${ms} ms (peak RssAnon ${peak} kB, VmHWM ${hwm} kB), COPY ${c} ms"
+done
+read -r small_ms small_peak small_hwm small_rows <<<"$(refresh_once mv_small)"
+
+r_med="$(printf '%s\n' "${refresh_ms[@]}" | median)"
+c_med="$(printf '%s\n' "${copy_ms[@]}" | median)"
+peak_max="$(printf '%s\n' "${peaks[@]}" | sort -n | tail -n 1)"
+hwm_max="$(printf '%s\n' "${hwms[@]}" | sort -n | tail -n 1)"
+
+echo
+echo "refresh benchmark: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte values, median of $RUNS runs"
+printf '%-44s %10s %12s\n' "what" "median ms" "rows/s"
+calc() { awk "BEGIN { print $1 }"; }
+printf '%-44s %10s %12.0f\n' "REFRESH MATERIALIZED VIEW (streaming, 8 cols)" "$r_med" "$(calc "$RECORDS * 1000 / $r_med")"
+printf '%-44s %10s %12.0f\n' "COPY of the same rows (text)" "$c_med" "$(calc "$RECORDS * 1000 / $c_med")"
+printf 'refresh rows/s / COPY rows/s = %.2f (target >= 0.9)\n' "$(calc "$c_med / $r_med")"
+echo
+echo "memory of the refreshing backend (RssAnon sampled every 20 ms; VmHWM includes shared buffers):"
+printf '  %9s records: peak RssAnon %7d kB, VmHWM %7d kB\n' "$small_rows" "$small_peak" "$small_hwm"
+printf '  %9s records: peak RssAnon %7d kB, VmHWM %7d kB (max of %d runs)\n' "$RECORDS" "$peak_max" "$hwm_max" "$RUNS"
+printf 'peak RssAnon for %d records: %.1f MiB (target <= 256 MiB; flat: %.2fx the %d-record refresh)\n' \
+    "$RECORDS" "$(calc "$peak_max / 1024")" "$(calc "$peak_max / $small_peak")" "$small_rows"
