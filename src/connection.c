@@ -171,7 +171,13 @@ kafka_connection_acquire(Oid serverid, Oid userid)
 	{
 		CacheRegisterSyscacheCallback(FOREIGNSERVEROID, kafka_inval_callback, (Datum) 0);
 		CacheRegisterSyscacheCallback(USERMAPPINGOID, kafka_inval_callback, (Datum) 0);
-		before_shmem_exit(kafka_connections_shutdown, (Datum) 0);
+		/*
+		 * on_shmem_exit, not before_shmem_exit: it must run after the open
+		 * transaction is aborted, whose cleanup (scan_cleanup) stops the
+		 * fetchers of scans still open; rd_kafka_destroy() with those alive
+		 * never returns, and destroying first leaves scan_cleanup freed memory.
+		 */
+		on_shmem_exit(kafka_connections_shutdown, (Datum) 0);
 		callbacks_registered = true;
 	}
 
@@ -390,33 +396,40 @@ fetch_metadata(KafkaConnection *conn, const char *topic)
 			kafka_report_error(conn, rd_kafka_last_error(), topic);
 	}
 
-	for (;;)
+	PG_TRY();
 	{
-		CHECK_FOR_INTERRUPTS();
-		rd_kafka_poll(conn->rk, 0);
-		err = rd_kafka_metadata(conn->rk, topic == NULL, rkt, &md,
-								next_slice(deadline));
-		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		for (;;)
 		{
-			/* A topic the cluster is still electing leaders for: retry. */
-			if (topic && md->topic_cnt == 1 &&
-				is_retriable(md->topics[0].err) &&
-				GetCurrentTimestamp() < deadline)
+			CHECK_FOR_INTERRUPTS();
+			rd_kafka_poll(conn->rk, 0);
+			err = rd_kafka_metadata(conn->rk, topic == NULL, rkt, &md,
+									next_slice(deadline));
+			if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 			{
-				rd_kafka_metadata_destroy(md);
-				md = NULL;
-				pg_usleep(10 * 1000L);
-				continue;
+				/* A topic the cluster is still electing leaders for: retry. */
+				if (topic && md->topic_cnt == 1 &&
+					is_retriable(md->topics[0].err) &&
+					GetCurrentTimestamp() < deadline)
+				{
+					rd_kafka_metadata_destroy(md);
+					md = NULL;
+					pg_usleep(10 * 1000L);
+					continue;
+				}
+				break;
 			}
-			break;
-		}
-		if (!is_retriable(err) || GetCurrentTimestamp() >= deadline)
-		{
-			if (rkt)
-				rd_kafka_topic_destroy(rkt);
-			kafka_report_error(conn, err, topic);
+			if (!is_retriable(err) || GetCurrentTimestamp() >= deadline)
+				kafka_report_error(conn, err, topic);
 		}
 	}
+	PG_CATCH();
+	{
+		/* also on cancel or statement_timeout in CHECK_FOR_INTERRUPTS() */
+		if (rkt)
+			rd_kafka_topic_destroy(rkt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	if (rkt)
 		rd_kafka_topic_destroy(rkt);
 	return md;

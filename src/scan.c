@@ -86,6 +86,7 @@ typedef struct KafkaScanState
 	List	   *cond_states;	/* ExprState of each fdw_exprs entry */
 	KafkaRecordConverter conv;
 	MemoryContext scan_cxt;		/* lives until the scan ends */
+	MemoryContext run_cxt;		/* one start of the scan: reset by rescans */
 	MemoryContextCallback cleanup_cb;
 	Oid			userid;
 
@@ -143,6 +144,8 @@ kafkaBeginForeignScan(ForeignScanState *node, int eflags)
 	node->fdw_state = st;
 	st->scan_cxt = AllocSetContextCreate(CurrentMemoryContext, "kafka_fdw scan",
 										 ALLOCSET_DEFAULT_SIZES);
+	st->run_cxt = AllocSetContextCreate(st->scan_cxt, "kafka_fdw scan run",
+										ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(st->scan_cxt);
 
 	kafka_get_table_options(RelationGetRelid(rel), &st->opts);
@@ -226,7 +229,7 @@ scan_start(ForeignScanState *node, KafkaScanState *st)
 	if (st->bounds.empty)
 		return;
 
-	old = MemoryContextSwitchTo(st->scan_cxt);
+	old = MemoryContextSwitchTo(st->run_cxt);
 	st->conn = kafka_connection_acquire(st->opts.serverid, st->userid);
 
 	if (kafka_active_stream &&
@@ -704,6 +707,11 @@ kafkaReScanForeignScan(ForeignScanState *node)
 
 	scan_cleanup(st);
 	report_skipped(st);
+	MemoryContextReset(st->run_cxt);
+	st->parts = NULL;
+	st->part_index = NULL;
+	st->stream_index = NULL;
+	st->part_index_size = 0;
 	st->started = false;
 	st->nparts = st->nactive = 0;
 	st->records = st->bytes = st->skipped = 0;

@@ -58,3 +58,27 @@ assert_eq "$threads_before" "$threads_after" "backend thread count unchanged aft
 growth=$((rss_after - rss_before))
 [ "$growth" -le 8192 ] || die "backend RSS grew by ${growth} kB over 1,500 scans"
 echo "ok - backend RSS grew by ${growth} kB over 1,500 scans (limit 8192 kB)"
+
+# A backend that exits with a scan still open (a cursor, then the client
+# goes away; or terminated by another session) must exit at once: its
+# librdkafka handles are destroyed only after the transaction's cleanup has
+# stopped the scan's fetchers.
+for how in disconnect terminate; do
+    app="t030_exit_$how"
+    coproc CURSOR_SESSION { PGAPPNAME="$app" psql -X -qAt -d "$db" 2>&1; }
+    session_pid=$CURSOR_SESSION_PID   # bash unsets CURSOR_SESSION_* when it ends
+    printf 'BEGIN;\nDECLARE c CURSOR FOR SELECT * FROM t;\nFETCH 1 FROM c;\n' >&"${CURSOR_SESSION[1]}"
+    wait_for "[ \"\$(psql_q -d $db -c \"SELECT count(*) FROM pg_stat_activity WHERE application_name = '$app' AND state = 'idle in transaction'\")\" = 1 ]" 20 \
+        || die "the cursor session did not reach 'idle in transaction'"
+    if [ "$how" = disconnect ]; then
+        exec {CURSOR_SESSION[1]}>&-       # the client goes away
+    else
+        psql_q -d "$db" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '$app'" >/dev/null
+    fi
+    wait_for "[ \"\$(psql_q -d $db -c \"SELECT count(*) FROM pg_stat_activity WHERE application_name = '$app'\")\" = 0 ]" 10 \
+        || die "the backend with an open Kafka cursor did not exit after $how"
+    kill "$session_pid" 2>/dev/null || true
+    wait "$session_pid" 2>/dev/null || true
+    echo "ok - a backend with an open Kafka cursor exits promptly after $how"
+done
+assert_eq 8001 "$(psql_q -d "$db" -c 'SELECT count(*) FROM t')" "the server is healthy afterwards"
