@@ -13,6 +13,7 @@ OBJS = \
 	src/refresh.o \
 	src/stream_catalog.o \
 	src/stream_insert.o \
+	src/worker.o \
 	src/functions.o
 
 DATA = kafka_fdw--1.0.sql

@@ -295,6 +295,13 @@ RETURNS pg_catalog.int8
 AS 'MODULE_PATHNAME', 'kafka_reset_stream'
 LANGUAGE C STRICT;
 
+-- AUTO REFRESH YES/NO: a background worker keeps the view within about a
+-- second of its topic (needs kafka_fdw in shared_preload_libraries).
+CREATE FUNCTION kafka.set_auto_refresh(view pg_catalog.regclass, enabled pg_catalog.bool)
+RETURNS void
+AS 'MODULE_PATHNAME', 'kafka_set_auto_refresh'
+LANGUAGE C STRICT;
+
 -- Forget the state of dropped streaming views.
 CREATE FUNCTION kafka._drop_stream_state()
 RETURNS event_trigger

@@ -52,6 +52,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("kafka_fdw");
 
 	kafka_install_utility_hook();
+	kafka_worker_init();
 }
 
 Datum

@@ -34,6 +34,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -59,6 +60,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "stream.h"
@@ -73,6 +75,20 @@ static int	utility_depth = 0;
 PG_FUNCTION_INFO_V1(kafka_reset_stream);
 PG_FUNCTION_INFO_V1(kafka_guard_streaming_ddl);
 PG_FUNCTION_INFO_V1(kafka_stream_lag);
+
+/* The owner of a relation, or InvalidOid if it does not exist. */
+static Oid
+relation_owner(Oid relid)
+{
+	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tp))
+		return InvalidOid;
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
 
 /* Is relid a foreign table served by kafka_fdw? */
 static bool
@@ -371,8 +387,8 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
  * checked that mv_oid is a streaming view and that the user may refresh it.
  * Returns the number of rows appended.
  */
-static uint64
-refresh_stream(Oid mv_oid, const char *queryString)
+uint64
+kafka_refresh_stream(Oid mv_oid, const char *queryString)
 {
 	Relation	matview;
 	KafkaStreamState st;
@@ -398,6 +414,46 @@ refresh_stream(Oid mv_oid, const char *queryString)
 	}
 	table_close(matview, NoLock);
 	return rows;
+}
+
+/*
+ * Would a refresh of the streaming view ingest anything?  True when some
+ * partition's high watermark is beyond the stored next offset (or, for a
+ * partition never read, beyond its low watermark).  Asks the brokers as the
+ * view's owner; used by the auto-refresh worker to refresh only when records
+ * arrived, so that idle views log nothing.
+ */
+bool
+kafka_stream_pending(Oid mv_oid)
+{
+	KafkaStreamState st;
+	KafkaTableOptions opts;
+	KafkaWatermark *wm;
+	int			nids;
+	int32	   *stored_parts;
+	int64	   *stored_offs;
+	int			nstored;
+	Oid			owner;
+
+	if (!kafka_stream_lookup(mv_oid, &st))
+		return false;
+	owner = relation_owner(mv_oid);
+	if (!OidIsValid(owner))
+		return false;
+	kafka_get_table_options(st.ftable_oid, &opts);
+	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
+	nids = kafka_fetch_watermarks(opts.serverid, owner, opts.topic, &wm);
+	for (int i = 0; i < nids; i++)
+	{
+		int64		next = wm[i].low;
+
+		for (int j = 0; j < nstored; j++)
+			if (stored_parts[j] == wm[i].partition)
+				next = stored_offs[j];
+		if (wm[i].high > next)
+			return true;
+	}
+	return false;
 }
 
 /* Error out unless the current user owns the view (REFRESH's rule). */
@@ -449,7 +505,7 @@ create_streaming_view(PlannedStmt *pstmt, const char *queryString,
 
 	if (!skip_data)
 	{
-		uint64		rows = refresh_stream(mv_oid, queryString);
+		uint64		rows = kafka_refresh_stream(mv_oid, queryString);
 
 		if (qc)
 			SetQueryCompletion(qc, CMDTAG_SELECT, rows);
@@ -507,7 +563,7 @@ process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				uint64		rows;
 
 				PreventCommandIfReadOnly("REFRESH MATERIALIZED VIEW");
-				rows = refresh_stream(mv_oid, queryString);
+				rows = kafka_refresh_stream(mv_oid, queryString);
 				if (qc)
 					SetQueryCompletion(qc, CMDTAG_REFRESH_MATERIALIZED_VIEW, rows);
 			}
@@ -642,7 +698,7 @@ kafka_reset_stream(PG_FUNCTION_ARGS)
 	kafka_stream_set_next_start(mv_oid, start);
 	CommandCounterIncrement();
 
-	PG_RETURN_INT64((int64) refresh_stream(mv_oid, "kafka.reset_stream()"));
+	PG_RETURN_INT64((int64) kafka_refresh_stream(mv_oid, "kafka.reset_stream()"));
 }
 
 /*

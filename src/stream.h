@@ -62,6 +62,8 @@ typedef struct KafkaStreamContext
 /* in refresh.c */
 extern KafkaStreamContext *kafka_active_stream;
 extern void kafka_install_utility_hook(void);
+extern uint64 kafka_refresh_stream(Oid mv_oid, const char *queryString);
+extern bool kafka_stream_pending(Oid mv_oid);
 
 /* in stream_catalog.c */
 typedef struct KafkaStreamState
@@ -80,8 +82,16 @@ extern int	kafka_stream_load_offsets(Oid mv_oid, int32 **partitions, int64 **off
 extern void kafka_stream_forget_offsets(Oid mv_oid);
 extern void kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx,
 									  int64 rows, TimestampTz refresh_time);
+extern List *kafka_stream_auto_views(void);
+extern void kafka_stream_set_auto_refresh(Oid mv_oid, bool enabled);
+extern void kafka_stream_record_failure(Oid mv_oid, const char *message);
 extern void kafka_stream_log_lost_range(Oid mv_oid, TimestampTz refresh_time,
 										int32 partition, int64 from, int64 to);
+
+/* in worker.c */
+extern int	kafka_auto_refresh_interval_ms;
+extern int	kafka_auto_refresh_max_workers;
+extern void kafka_worker_init(void);
 
 /* in stream_insert.c */
 extern DestReceiver *kafka_create_stream_dest(Relation matview);

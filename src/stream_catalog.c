@@ -374,3 +374,57 @@ kafka_stream_log_lost_range(Oid mv_oid, TimestampTz refresh_time, int32 partitio
 			 6, types, values, NULL, SPI_OK_INSERT);
 	spi_end(&s);
 }
+
+/* The streaming views with auto refresh on, as a List of OIDs. */
+List *
+kafka_stream_auto_views(void)
+{
+	SpiSession	s;
+	List	   *views = NIL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	spi_begin(&s);
+	spi_exec("SELECT mv_oid FROM kafka.stream_state WHERE auto_refresh ORDER BY mv_oid",
+			 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Oid			oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		views = lappend_oid(views, oid);
+		MemoryContextSwitchTo(old);
+	}
+	spi_end(&s);
+	return views;
+}
+
+void
+kafka_stream_set_auto_refresh(Oid mv_oid, bool enabled)
+{
+	SpiSession	s;
+	Oid			types[2] = {OIDOID, BOOLOID};
+	Datum		values[2] = {ObjectIdGetDatum(mv_oid), BoolGetDatum(enabled)};
+
+	spi_begin(&s);
+	spi_exec("UPDATE kafka.stream_state SET auto_refresh = $2 WHERE mv_oid = $1",
+			 2, types, values, NULL, SPI_OK_UPDATE);
+	spi_end(&s);
+}
+
+/* Record a failed refresh (by the auto-refresh worker, in a new transaction). */
+void
+kafka_stream_record_failure(Oid mv_oid, const char *message)
+{
+	SpiSession	s;
+	Oid			types[2] = {OIDOID, TEXTOID};
+	Datum		values[2] = {ObjectIdGetDatum(mv_oid), CStringGetTextDatum(message)};
+
+	spi_begin(&s);
+	spi_exec("UPDATE kafka.stream_state SET last_refresh_status = 'error', last_error = $2, "
+			 "last_error_time = pg_catalog.now(), last_refresh_time = pg_catalog.now() "
+			 "WHERE mv_oid = $1",
+			 2, types, values, NULL, SPI_OK_UPDATE);
+	spi_end(&s);
+}

@@ -52,3 +52,8 @@ echo "$out" | sed 's/^/#   /'
 assert_contains "$out" "kafka_fdw was not loaded when this command started" "first REFRESH in a fresh session is refused"
 assert_contains "$out" "after refused|100" "the refused REFRESH changed nothing"
 assert_contains "$out" "after retry|110|110" "the retried REFRESH appended exactly the 10 new records"
+
+out="$(psql -X -qAt -d "$db" -v ON_ERROR_STOP=0 -c "SELECT kafka.set_auto_refresh('mv', true)" 2>&1)" || true
+echo "$out" | sed 's/^/#   /'
+assert_contains "$out" "auto refresh needs kafka_fdw in shared_preload_libraries" "auto refresh without preloading is refused"
+assert_contains "$out" "HINT:  Add kafka_fdw to shared_preload_libraries" "with a hint"

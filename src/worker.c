@@ -1,0 +1,718 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		AUTO REFRESH: background workers that keep streaming materialized
+ *		views within about a second of their topics.
+ *
+ * Design:
+ *
+ * - With kafka_fdw in shared_preload_libraries, a launcher (a static
+ *   background worker connected to no database) starts one worker per
+ *   database that wants one.  A small table in shared memory has one slot
+ *   per such database: its OID, whether a worker is wanted, a generation
+ *   number, and the worker's pid.
+ *
+ * - At start the launcher gives every database a worker once, as slots
+ *   allow; each worker looks for auto views in its database and, finding
+ *   none (or no extension), clears its slot and exits.  kafka.set_auto_refresh(..., true)
+ *   marks its database wanted at commit and wakes the launcher.  The
+ *   generation number closes the race of a worker exiting just as a view is
+ *   switched on: the worker only clears a slot whose generation it has seen.
+ *
+ * - A worker polls every kafka_fdw.auto_refresh_interval: for each auto
+ *   view it asks the brokers whether anything arrived (watermarks against
+ *   the stored offsets) and, if so, runs the very same refresh as REFRESH
+ *   MATERIALIZED VIEW, in its own transaction, as the view's owner.  A
+ *   failing view is retried with exponential back-off (1 s to 60 s) and its
+ *   error is recorded in kafka.streams; the other views go on.
+ *
+ * - SIGTERM ends a worker at once, also in the middle of a refresh (which
+ *   then rolls back, as any interrupted refresh does); SIGHUP reloads the
+ *   configuration; the workers exit with the postmaster.  A worker also
+ *   exits when its database is being dropped, so DROP DATABASE does not
+ *   wait for it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "stream.h"
+
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 60000
+#define WORKER_RESTART_DELAY_MS 5000
+
+typedef struct KafkaWorkerSlot
+{
+	Oid			dboid;			/* InvalidOid: free */
+	bool		wanted;			/* a worker should run for this database */
+	uint64		generation;		/* bumped whenever wanted is set */
+	pid_t		pid;			/* the running worker, 0 if none */
+} KafkaWorkerSlot;
+
+typedef struct KafkaWorkerShared
+{
+	slock_t		mutex;
+	Latch	   *launcher_latch;
+	int			nslots;
+	KafkaWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} KafkaWorkerShared;
+
+int			kafka_auto_refresh_interval_ms = 100;
+int			kafka_auto_refresh_max_workers = 4;
+
+static bool preloaded = false;
+static KafkaWorkerShared *shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_at_commit = false;
+
+PGDLLEXPORT void kafka_launcher_main(Datum arg);
+PGDLLEXPORT void kafka_worker_main(Datum arg);
+
+PG_FUNCTION_INFO_V1(kafka_set_auto_refresh);
+
+static Size
+shared_size(void)
+{
+	return add_size(offsetof(KafkaWorkerShared, slots),
+					mul_size(kafka_auto_refresh_max_workers, sizeof(KafkaWorkerSlot)));
+}
+
+static void
+worker_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(shared_size());
+}
+
+static void
+worker_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("kafka_fdw auto refresh", shared_size(), &found);
+	if (!found)
+	{
+		memset(shared, 0, shared_size());
+		SpinLockInit(&shared->mutex);
+		shared->nslots = kafka_auto_refresh_max_workers;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Called from _PG_init: settings, and with preloading the shared memory and
+ * the launcher.
+ */
+void
+kafka_worker_init(void)
+{
+	BackgroundWorker bgw;
+
+	DefineCustomIntVariable("kafka_fdw.auto_refresh_interval",
+							"How often auto-refresh workers look for new records.",
+							NULL,
+							&kafka_auto_refresh_interval_ms,
+							100, 10, 60 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	/* a PGC_POSTMASTER setting can only be defined while preloading */
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	DefineCustomIntVariable("kafka_fdw.auto_refresh_max_workers",
+							"Maximum number of databases with an auto-refresh worker.",
+							"Each takes one of max_worker_processes.",
+							&kafka_auto_refresh_max_workers,
+							4, 1, 64,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	preloaded = true;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = worker_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = worker_shmem_startup;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "kafka_fdw");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "kafka_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "kafka_fdw auto-refresh launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "kafka_fdw launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Mark a database as wanting a worker and wake the launcher. */
+static bool
+mark_wanted(Oid dboid)
+{
+	KafkaWorkerSlot *free_slot = NULL;
+	bool		ok = true;
+	Latch	   *latch;
+
+	SpinLockAcquire(&shared->mutex);
+	for (int i = 0; i < shared->nslots; i++)
+	{
+		KafkaWorkerSlot *slot = &shared->slots[i];
+
+		if (slot->dboid == dboid)
+		{
+			free_slot = slot;
+			break;
+		}
+		/* free, or its worker has left for good */
+		if ((!OidIsValid(slot->dboid) || (!slot->wanted && slot->pid == 0)) &&
+			free_slot == NULL)
+			free_slot = slot;
+	}
+	if (free_slot)
+	{
+		free_slot->dboid = dboid;
+		free_slot->wanted = true;
+		free_slot->generation++;
+	}
+	else
+		ok = false;
+	latch = shared->launcher_latch;
+	SpinLockRelease(&shared->mutex);
+	if (latch)
+		SetLatch(latch);
+	return ok;
+}
+
+static void
+wake_launcher_at_commit(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && wake_at_commit &&
+		!mark_wanted(MyDatabaseId))
+		ereport(WARNING,
+				(errmsg("no auto-refresh worker slot is free for database \"%s\"",
+						get_database_name(MyDatabaseId)),
+				 errhint("Raise kafka_fdw.auto_refresh_max_workers.")));
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		wake_at_commit = false;
+}
+
+/*
+ * kafka.set_auto_refresh(view regclass, enabled boolean)
+ *		Switch AUTO REFRESH of a streaming view on or off.
+ */
+Datum
+kafka_set_auto_refresh(PG_FUNCTION_ARGS)
+{
+	Oid			mv_oid = PG_GETARG_OID(0);
+	bool		enabled = PG_GETARG_BOOL(1);
+	KafkaStreamState st;
+	static bool callback_registered = false;
+
+	if (!kafka_stream_lookup(mv_oid, &st))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a streaming materialized view",
+						get_rel_name(mv_oid) ? get_rel_name(mv_oid) : "?"),
+				 errhint("Streaming materialized views are materialized views over a kafka_fdw table.")));
+	if (!pg_class_ownercheck(mv_oid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_MATVIEW, get_rel_name(mv_oid));
+	if (enabled && (!preloaded || shared == NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("auto refresh needs kafka_fdw in shared_preload_libraries"),
+				 errhint("Add kafka_fdw to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	kafka_stream_set_auto_refresh(mv_oid, enabled);
+	if (enabled)
+	{
+		if (!callback_registered)
+		{
+			RegisterXactCallback(wake_launcher_at_commit, NULL);
+			callback_registered = true;
+		}
+		wake_at_commit = true;
+	}
+	PG_RETURN_VOID();
+}
+
+/*----------------------------------------------------------------------
+ * The launcher
+ *----------------------------------------------------------------------
+ */
+
+/*
+ * The databases that accept connections: each gets a worker once, which
+ * looks for auto views and leaves if there are none.  The launcher hands
+ * them out as slots are free.
+ */
+static List *
+all_databases(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	List	   *dbs = NIL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate)
+		{
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
+			dbs = lappend_oid(dbs, db->oid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return dbs;
+}
+
+/* Does the database still exist?  (It may have been dropped since.) */
+static bool
+database_exists(Oid dboid)
+{
+	bool		exists;
+
+	StartTransactionCommand();
+	exists = SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dboid));
+	CommitTransactionCommand();
+	return exists;
+}
+
+static BackgroundWorkerHandle *
+start_worker(Oid dboid)
+{
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "kafka_fdw");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "kafka_worker_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "kafka_fdw auto refresh for database %u", dboid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "kafka_fdw auto refresh");
+	bgw.bgw_main_arg = ObjectIdGetDatum(dboid);
+	bgw.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	{
+		ereport(LOG,
+				(errmsg("kafka_fdw could not start an auto-refresh worker for database %u", dboid),
+				 errhint("Raise max_worker_processes.")));
+		return NULL;
+	}
+	return handle;
+}
+
+void
+kafka_launcher_main(Datum arg)
+{
+	BackgroundWorkerHandle **handles;
+	TimestampTz *not_before;
+	List	   *to_probe;
+
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	handles = MemoryContextAllocZero(TopMemoryContext,
+									 sizeof(BackgroundWorkerHandle *) * shared->nslots);
+	not_before = MemoryContextAllocZero(TopMemoryContext,
+										sizeof(TimestampTz) * shared->nslots);
+	SpinLockAcquire(&shared->mutex);
+	shared->launcher_latch = MyLatch;
+	SpinLockRelease(&shared->mutex);
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	to_probe = all_databases();
+
+	while (!ShutdownRequestPending)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		/* probe the databases not looked at yet, as slots allow */
+		while (to_probe != NIL && mark_wanted(linitial_oid(to_probe)))
+			to_probe = list_delete_first(to_probe);
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		for (int i = 0; i < shared->nslots; i++)
+		{
+			KafkaWorkerSlot *slot = &shared->slots[i];
+			Oid			dboid;
+			bool		wanted;
+			pid_t		pid;
+
+			if (handles[i] &&
+				GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+			{
+				pfree(handles[i]);
+				handles[i] = NULL;
+				/*
+				 * A worker leaving normally clears its pid; one that died
+				 * (an error, a crash) restarts after a pause.
+				 */
+				SpinLockAcquire(&shared->mutex);
+				if (slot->pid != 0)
+					not_before[i] = TimestampTzPlusMilliseconds(now, WORKER_RESTART_DELAY_MS);
+				slot->pid = 0;
+				SpinLockRelease(&shared->mutex);
+			}
+
+			SpinLockAcquire(&shared->mutex);
+			dboid = slot->dboid;
+			wanted = slot->wanted;
+			if (!wanted && handles[i] == NULL)
+				slot->dboid = InvalidOid;	/* free the slot */
+			SpinLockRelease(&shared->mutex);
+
+			if (wanted && handles[i] == NULL && OidIsValid(dboid) && now >= not_before[i])
+			{
+				if (database_exists(dboid))
+					handles[i] = start_worker(dboid);
+				else
+				{
+					SpinLockAcquire(&shared->mutex);
+					slot->wanted = false;
+					slot->dboid = InvalidOid;
+					SpinLockRelease(&shared->mutex);
+				}
+			}
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	SpinLockAcquire(&shared->mutex);
+	shared->launcher_latch = NULL;
+	SpinLockRelease(&shared->mutex);
+	proc_exit(0);
+}
+
+/*----------------------------------------------------------------------
+ * A database's worker
+ *----------------------------------------------------------------------
+ */
+
+typedef struct ViewBackoff
+{
+	Oid			mv_oid;
+	int			failures;
+	TimestampTz next_attempt;
+} ViewBackoff;
+
+static List *backoffs = NIL;	/* in TopMemoryContext */
+
+static pg_noinline ViewBackoff *
+view_backoff(Oid mv_oid)
+{
+	ListCell   *lc;
+	ViewBackoff *b;
+	MemoryContext old;
+
+	foreach(lc, backoffs)
+	{
+		b = lfirst(lc);
+		if (b->mv_oid == mv_oid)
+			return b;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	b = palloc0(sizeof(ViewBackoff));
+	b->mv_oid = mv_oid;
+	backoffs = lappend(backoffs, b);
+	MemoryContextSwitchTo(old);
+	return b;
+}
+
+static KafkaWorkerSlot *
+my_slot(Oid dboid)
+{
+	KafkaWorkerSlot *found = NULL;
+
+	SpinLockAcquire(&shared->mutex);
+	for (int i = 0; i < shared->nslots; i++)
+		if (shared->slots[i].dboid == dboid)
+			found = &shared->slots[i];
+	SpinLockRelease(&shared->mutex);
+	return found;
+}
+
+/* Clear our slot and exit, unless a view was switched on meanwhile. */
+static void
+exit_if_unwanted(KafkaWorkerSlot *slot, uint64 generation)
+{
+	bool		leave = false;
+
+	SpinLockAcquire(&shared->mutex);
+	if (slot->generation == generation)
+	{
+		slot->wanted = false;
+		slot->pid = 0;
+		leave = true;
+	}
+	SpinLockRelease(&shared->mutex);
+	if (leave)
+		proc_exit(0);
+}
+
+/*
+ * DROP DATABASE holds an AccessExclusiveLock on the database while it waits
+ * for other sessions to leave: if we cannot get a share lock, it is coming.
+ * The lock is released at the end of the transaction.
+ */
+static bool
+try_lock_own_database(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
+	return LockAcquire(&tag, AccessShareLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * The auto views of this database, or NIL when there are none, the
+ * extension is not installed, or the database is being dropped (*dropping).
+ */
+static List *
+auto_views(bool *dropping)
+{
+	List	   *views = NIL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	*dropping = false;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!try_lock_own_database())
+		*dropping = true;
+	else if (OidIsValid(get_extension_oid("kafka_fdw", true)))
+	{
+		List	   *found = kafka_stream_auto_views();
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		views = list_copy(found);
+		MemoryContextSwitchTo(old);
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return views;
+}
+
+static Oid
+view_owner(Oid mv_oid)
+{
+	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(mv_oid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tp))
+		return InvalidOid;
+	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
+
+/*
+ * Refresh one view if records arrived, in a transaction of its own, as its
+ * owner.  On failure, log, record the error in kafka.streams and back off.
+ */
+static void
+refresh_one(Oid mv_oid, MemoryContext work_cxt)
+{
+	ViewBackoff *backoff = view_backoff(mv_oid);
+	char	   *failure = NULL;
+
+	if (GetCurrentTimestamp() < backoff->next_attempt)
+		return;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		Oid			owner = view_owner(mv_oid);
+
+		if (OidIsValid(owner))
+		{
+			Oid			save_userid;
+			int			save_sec;
+			char	   *name = get_rel_name(mv_oid);
+
+			GetUserIdAndSecContext(&save_userid, &save_sec);
+			SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+			pgstat_report_activity(STATE_RUNNING,
+								   psprintf("auto refresh of %s", name ? name : "?"));
+			if (kafka_stream_pending(mv_oid))
+				(void) kafka_refresh_stream(mv_oid, "auto refresh");
+			SetUserIdAndSecContext(save_userid, save_sec);
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(work_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		failure = edata->message;
+		ereport(LOG,
+				(errmsg("kafka_fdw auto refresh of view %u failed: %s", mv_oid, failure),
+				 edata->detail ? errdetail("%s", edata->detail) : 0));
+	}
+	PG_END_TRY();
+
+	if (failure == NULL)
+	{
+		backoff->failures = 0;
+		backoff->next_attempt = 0;
+		return;
+	}
+
+	/* 1 s, 2 s, 4 s, ... 60 s */
+	backoff->failures++;
+	backoff->next_attempt =
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+									Min(BACKOFF_MAX_MS,
+										BACKOFF_MIN_MS << Min(backoff->failures - 1, 6)));
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		if (OidIsValid(view_owner(mv_oid)))
+			kafka_stream_record_failure(mv_oid, failure);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(work_cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+}
+
+void
+kafka_worker_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	KafkaWorkerSlot *slot;
+	MemoryContext work_cxt;
+
+	/* SIGTERM ends the worker at once, also inside a refresh */
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("kafka_fdw auto refresh");
+
+	slot = my_slot(dboid);
+	if (slot == NULL)
+		proc_exit(0);
+	SpinLockAcquire(&shared->mutex);
+	slot->pid = MyProcPid;
+	SpinLockRelease(&shared->mutex);
+
+	work_cxt = AllocSetContextCreate(TopMemoryContext, "kafka_fdw auto refresh",
+									 ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		uint64		generation;
+		List	   *views;
+		bool		dropping;
+		ListCell   *lc;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextReset(work_cxt);
+		MemoryContextSwitchTo(work_cxt);
+
+		SpinLockAcquire(&shared->mutex);
+		generation = slot->generation;
+		SpinLockRelease(&shared->mutex);
+
+		views = auto_views(&dropping);
+		MemoryContextSwitchTo(work_cxt);
+		if (dropping)
+		{
+			/* let DROP DATABASE go ahead; a new set_auto_refresh wakes us */
+			SpinLockAcquire(&shared->mutex);
+			slot->wanted = false;
+			slot->pid = 0;
+			SpinLockRelease(&shared->mutex);
+			proc_exit(0);
+		}
+		if (views == NIL)
+			exit_if_unwanted(slot, generation);
+
+		foreach(lc, views)
+		{
+			CHECK_FOR_INTERRUPTS();
+			refresh_one(lfirst_oid(lc), work_cxt);
+			MemoryContextSwitchTo(work_cxt);
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 kafka_auto_refresh_interval_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
