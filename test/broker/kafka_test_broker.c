@@ -19,9 +19,15 @@
  *     watermarks; "bulk" handle: linger 5 ms + big batches, used by fill),
  *     so records are written exactly as a real producer would write them;
  *   - `generate` runs in a background thread with its own producer handle.
- * SIGINT/SIGTERM are blocked in all threads and read through a signalfd in
- * the main poll loop, so shutdown is always orderly: generator, clients,
- * mock cluster, owner handle, state files.
+ * SIGINT/SIGTERM are blocked in all threads and collected by a small signal
+ * thread that sets an abort flag (polled by long commands) and wakes the
+ * main loop, so shutdown is orderly: generator, clients, mock cluster, owner
+ * handle, state files. A watchdog forces exit(1) if that takes > 15 s.
+ *
+ * Caveat: while a command runs no other command can be served, so commands
+ * whose completion would need another command (e.g. producing to or
+ * querying a partition whose leader we set `down`) fail fast instead of
+ * waiting.
  *
  * State files in --state-dir: pid (written first), bootstrap, and control
  * (written LAST: its presence means "ready"). All are written atomically
@@ -39,7 +45,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -52,6 +57,21 @@
 #define PROG          "kafka_test_broker"
 #define MAX_LINE      (64 * 1024 * 1024)
 #define CTL_WAIT_MS   30000
+#define WATCHDOG_MS   15000 /* forced exit if a signal is not honoured */
+
+int ktb_abort = 0;
+
+/* Termination handling: SIGINT/SIGTERM are blocked in every thread and
+ * collected by signal_thread() with sigwait(). It sets ktb_abort (which long
+ * commands poll), wakes the main loop through a pipe, and, if the main
+ * thread has not finished its orderly shutdown within WATCHDOG_MS (some
+ * librdkafka call wedged), removes the state files and exits with 1. */
+static struct {
+        sigset_t sigs;
+        int wake_pipe[2];
+        int main_done;     /* __atomic: orderly shutdown finished */
+        const char *state_dir;
+} sigctx = {.wake_pipe = {-1, -1}};
 
 static void usage(FILE *fp) {
         fprintf(fp,
@@ -279,27 +299,53 @@ static int write_all(int fd, const char *buf, size_t len) {
         return 0;
 }
 
+/* One write per line: two small writes (line, then newline) meet Nagle's
+ * algorithm and delayed ACKs on loopback and cost ~40-80 ms per command. */
 static int send_line(int fd, const char *line) {
-        if (write_all(fd, line, strlen(line)) || write_all(fd, "\n", 1))
+        size_t len = strlen(line);
+        char *buf  = malloc(len + 1);
+        int rc;
+
+        if (!buf)
                 return -1;
-        return 0;
+        memcpy(buf, line, len);
+        buf[len] = '\n';
+        rc       = write_all(fd, buf, len + 1);
+        free(buf);
+        return rc ? -1 : 0;
 }
 
-/* Returns 1 if a termination signal is pending on \p sfd (consumes it). */
-static int signal_pending(int sfd) {
-        struct signalfd_siginfo si;
-        ssize_t n = read(sfd, &si, sizeof(si));
-        if (n == (ssize_t)sizeof(si)) {
-                fprintf(stderr, PROG ": received signal %d, shutting down\n",
-                        (int)si.ssi_signo);
-                return 1;
+static void remove_own_state_files(const char *dir);
+
+static void *signal_thread(void *arg) {
+        int sig = 0, waited = 0;
+        (void)arg;
+
+        if (sigwait(&sigctx.sigs, &sig) != 0)
+                return NULL;
+        if (__atomic_load_n(&sigctx.main_done, __ATOMIC_ACQUIRE))
+                return NULL; /* woken by the main thread at exit */
+        fprintf(stderr, PROG ": received signal %d, shutting down\n", sig);
+        __atomic_store_n(&ktb_abort, 1, __ATOMIC_RELAXED);
+        if (write(sigctx.wake_pipe[1], "x", 1) < 0) {
+                /* main loop will still notice ktb_abort on its next wakeup */
         }
-        return 0;
+        while (waited < WATCHDOG_MS) {
+                if (__atomic_load_n(&sigctx.main_done, __ATOMIC_ACQUIRE))
+                        return NULL;
+                usleep(100 * 1000);
+                waited += 100;
+        }
+        fprintf(stderr,
+                PROG ": shutdown did not complete within %d ms, forcing exit\n",
+                WATCHDOG_MS);
+        remove_own_state_files(sigctx.state_dir);
+        _exit(1);
 }
 
 /* Serve one control connection until EOF, shutdown or signal.
  * Returns 1 if the program should exit. */
-static int serve_connection(ktb_t *k, int fd, int sfd) {
+static int serve_connection(ktb_t *k, int fd) {
         strbuf_t in, reply;
         int quit = 0;
         char chunk[65536];
@@ -308,7 +354,8 @@ static int serve_connection(ktb_t *k, int fd, int sfd) {
         sb_init(&reply);
 
         while (!quit) {
-                struct pollfd pfd[2] = {{fd, POLLIN, 0}, {sfd, POLLIN, 0}};
+                struct pollfd pfd[2] = {{fd, POLLIN, 0},
+                                        {sigctx.wake_pipe[0], POLLIN, 0}};
                 char *nl;
                 ssize_t n;
 
@@ -317,7 +364,7 @@ static int serve_connection(ktb_t *k, int fd, int sfd) {
                                 continue;
                         break;
                 }
-                if ((pfd[1].revents & POLLIN) && signal_pending(sfd)) {
+                if (KTB_ABORTED()) {
                         quit = 1;
                         break;
                 }
@@ -349,7 +396,7 @@ static int serve_connection(ktb_t *k, int fd, int sfd) {
                         memmove(in.s, nl + 1, in.len - linelen - 1);
                         in.len -= linelen + 1;
                         in.s[in.len] = '\0';
-                        if (k->shutdown) {
+                        if (k->shutdown || KTB_ABORTED()) {
                                 quit = 1;
                                 goto out;
                         }
@@ -447,8 +494,9 @@ static int serve_main(int argc, char **argv) {
         rd_kafka_conf_t *conf;
         char errstr[512];
         char buf[64];
-        sigset_t sigs;
-        int sfd = -1, lfd = -1, port = 0, i, rc = 1;
+        pthread_t sigthr;
+        int have_sigthr = 0;
+        int lfd = -1, port = 0, i, rc = 1;
         strbuf_t err;
 
         memset(&k, 0, sizeof(k));
@@ -477,18 +525,29 @@ static int serve_main(int argc, char **argv) {
                 }
         }
 
-        /* Termination signals are handled synchronously via signalfd;
-         * block them before any thread is created so all threads inherit
-         * the mask. */
+        /* Block the termination signals before any thread is created so
+         * that every thread inherits the mask; signal_thread() collects
+         * them. */
         signal(SIGPIPE, SIG_IGN);
-        sigemptyset(&sigs);
-        sigaddset(&sigs, SIGINT);
-        sigaddset(&sigs, SIGTERM);
-        pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-        sfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
-        if (sfd < 0) {
-                perror(PROG ": signalfd");
+        sigemptyset(&sigctx.sigs);
+        sigaddset(&sigctx.sigs, SIGINT);
+        sigaddset(&sigctx.sigs, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &sigctx.sigs, NULL);
+        sigctx.state_dir = state_dir;
+        if (pipe2(sigctx.wake_pipe, O_CLOEXEC | O_NONBLOCK)) {
+                perror(PROG ": pipe");
                 return 1;
+        }
+        if (pthread_create(&sigthr, NULL, signal_thread, NULL)) {
+                fprintf(stderr, PROG ": cannot create signal thread\n");
+                goto out;
+        }
+        have_sigthr = 1;
+
+        k.down = calloc((size_t)k.broker_cnt + 1, sizeof(*k.down));
+        if (!k.down) {
+                fprintf(stderr, PROG ": out of memory\n");
+                goto out;
         }
 
         if (mkdir(state_dir, 0755) && errno != EEXIST) {
@@ -546,6 +605,8 @@ static int serve_main(int argc, char **argv) {
 
         if (preload && run_preload(&k, preload))
                 goto out;
+        if (KTB_ABORTED())
+                goto out;
 
         snprintf(buf, sizeof(buf), "%d", port);
         if (write_state_file(state_dir, "bootstrap", k.bootstrap) ||
@@ -557,7 +618,8 @@ static int serve_main(int argc, char **argv) {
 
         rc = 0;
         for (;;) {
-                struct pollfd pfd[2] = {{lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
+                struct pollfd pfd[2] = {{lfd, POLLIN, 0},
+                                        {sigctx.wake_pipe[0], POLLIN, 0}};
                 int cfd;
 
                 if (poll(pfd, 2, -1) < 0) {
@@ -567,14 +629,14 @@ static int serve_main(int argc, char **argv) {
                         rc = 1;
                         break;
                 }
-                if ((pfd[1].revents & POLLIN) && signal_pending(sfd))
+                if (KTB_ABORTED())
                         break;
                 if (!(pfd[0].revents & POLLIN))
                         continue;
                 cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
                 if (cfd < 0)
                         continue;
-                i = serve_connection(&k, cfd, sfd);
+                i = serve_connection(&k, cfd);
                 close(cfd);
                 if (i)
                         break;
@@ -599,10 +661,18 @@ out:
         if (k.mock_rk)
                 rd_kafka_destroy(k.mock_rk);
         free(k.bootstrap);
+        free(k.down);
         sb_free(&err);
         remove_own_state_files(state_dir);
-        if (sfd >= 0)
-                close(sfd);
+
+        /* Stop the signal thread (it ignores this wakeup). */
+        __atomic_store_n(&sigctx.main_done, 1, __ATOMIC_RELEASE);
+        if (have_sigthr) {
+                pthread_kill(sigthr, SIGTERM);
+                pthread_join(sigthr, NULL);
+        }
+        close(sigctx.wake_pipe[0]);
+        close(sigctx.wake_pipe[1]);
         if (rc == 0)
                 fprintf(stderr, PROG ": stopped\n");
         return rc;

@@ -92,9 +92,17 @@ typedef struct {
 
         generator_t *gen;    /* current or last generator, or NULL */
 
+        int *down;           /* down[id] != 0: broker id set down by us */
+        int down_cnt;
+
         int shutdown;        /* set by the shutdown command */
         int in_preload;      /* commands come from --preload */
 } ktb_t;
+
+/* Set (atomically) when SIGINT/SIGTERM arrives: long-running commands
+ * (fill, generate, produce) give up as soon as possible. */
+extern int ktb_abort;
+#define KTB_ABORTED() __atomic_load_n(&ktb_abort, __ATOMIC_RELAXED)
 
 /* Create a client producer handle connected to the mock bootstrap. \p kind
  * selects the tuning ("sync", "bulk" or "gen"). NULL + message on failure. */

@@ -27,14 +27,16 @@ static void err_reply(strbuf_t *out, const char *what, rd_kafka_resp_err_t err) 
                   rd_kafka_err2str(err));
 }
 
-/* Look up the partition count of \p topic through client handle \p rk. This
- * also refreshes \p rk's metadata cache for the topic. */
-static int topic_partition_count(rd_kafka_t *rk, const char *topic, int *cnt,
-                                 strbuf_t *out) {
+/* Look up the partitions of \p topic through client handle \p rk (this also
+ * refreshes \p rk's metadata cache for the topic). If \p leaders is not NULL
+ * it receives a malloc'd array of the partition leaders' broker ids. */
+static int topic_meta(rd_kafka_t *rk, const char *topic, int *cnt,
+                      int32_t **leaders, strbuf_t *out) {
         rd_kafka_topic_t *rkt;
         const struct rd_kafka_metadata *md = NULL;
+        const struct rd_kafka_metadata_topic *mt;
         rd_kafka_resp_err_t err;
-        int ret = -1;
+        int ret = -1, i;
 
         rkt = rd_kafka_topic_new(rk, topic, NULL);
         if (!rkt) {
@@ -47,18 +49,70 @@ static int topic_partition_count(rd_kafka_t *rk, const char *topic, int *cnt,
                 err_reply(out, "metadata request failed", err);
                 return -1;
         }
-        if (md->topic_cnt != 1 || strcmp(md->topics[0].topic, topic))
+        mt = md->topic_cnt == 1 ? &md->topics[0] : NULL;
+        if (!mt || strcmp(mt->topic, topic))
                 sb_printf(out, "metadata: topic %s missing from response",
                           topic);
-        else if (md->topics[0].err)
-                err_reply(out, topic, md->topics[0].err);
-        else if (md->topics[0].partition_cnt < 1)
+        else if (mt->err)
+                err_reply(out, topic, mt->err);
+        else if (mt->partition_cnt < 1)
                 sb_printf(out, "topic %s has no partitions", topic);
+        else if (leaders &&
+                 !(*leaders = calloc((size_t)mt->partition_cnt,
+                                     sizeof(**leaders))))
+                sb_printf(out, "out of memory");
         else {
-                *cnt = md->topics[0].partition_cnt;
-                ret  = 0;
+                *cnt = mt->partition_cnt;
+                if (leaders) {
+                        for (i = 0; i < mt->partition_cnt; i++)
+                                (*leaders)[i] = -1;
+                        for (i = 0; i < mt->partition_cnt; i++) {
+                                const struct rd_kafka_metadata_partition *mp =
+                                    &mt->partitions[i];
+                                if (mp->id >= 0 && mp->id < *cnt)
+                                        (*leaders)[mp->id] = mp->leader;
+                        }
+                }
+                ret = 0;
         }
         rd_kafka_metadata_destroy(md);
+        return ret;
+}
+
+static int topic_partition_count(rd_kafka_t *rk, const char *topic, int *cnt,
+                                 strbuf_t *out) {
+        return topic_meta(rk, topic, cnt, NULL, out);
+}
+
+/* Fail if partition \p part (or any partition when -1) of \p topic is led by
+ * a broker that we set down. Nothing can bring it up while the control
+ * thread waits, and some librdkafka calls (query_watermark_offsets) would
+ * block forever, so such commands fail immediately. */
+static int check_leaders_up(ktb_t *k, rd_kafka_t *rk, const char *topic,
+                            int part, int *pcnt, strbuf_t *out) {
+        int32_t *leaders = NULL;
+        int i, cnt = 0, ret = 0;
+
+        if (topic_meta(rk, topic, &cnt, &leaders, out))
+                return -1;
+        for (i = 0; i < cnt && !ret; i++) {
+                int32_t l = leaders[i];
+                if (part >= 0 && i != part)
+                        continue;
+                if (l < 0) {
+                        sb_printf(out, "partition %d has no leader", i);
+                        ret = -1;
+                } else if (l <= k->broker_cnt && k->down[l]) {
+                        sb_printf(out,
+                                  "partition %d: leader broker %d is down "
+                                  "(use `up %d` first)",
+                                  i, (int)l, (int)l);
+                        ret = -1;
+                }
+        }
+        free(leaders);
+        if (!ret && pcnt)
+                *pcnt = cnt;
         return ret;
 }
 
@@ -250,6 +304,9 @@ static int cmd_produce(ktb_t *k, int argc, char **argv, strbuf_t *out) {
         if (argc > 5 && strcmp(argv[5], "-") &&
             !(hdrs = parse_headers(argv[5], out)))
                 goto done;
+        if (k->down_cnt > 0 && partition >= 0 &&
+            check_leaders_up(k, k->sync_rk, topic, partition, NULL, out))
+                goto done;
 
         for (attempt = 0; attempt < 2; attempt++) {
                 rd_kafka_resp_err_t perr;
@@ -310,9 +367,14 @@ static int cmd_produce(ktb_t *k, int argc, char **argv, strbuf_t *out) {
                 goto done;
         }
 
-        /* message.timeout.ms bounds this wait. */
-        while (!w.done)
+        /* message.timeout.ms bounds this wait; on a termination signal the
+         * message is purged (its delivery report then arrives at once). */
+        while (!w.done) {
                 rd_kafka_poll(k->sync_rk, 50);
+                if (KTB_ABORTED() && !w.done)
+                        rd_kafka_purge(k->sync_rk, RD_KAFKA_PURGE_F_QUEUE |
+                                                       RD_KAFKA_PURGE_F_INFLIGHT);
+        }
 
         if (w.err) {
                 err_reply(out, "delivery failed", w.err);
@@ -390,7 +452,7 @@ static int cmd_fill(ktb_t *k, int argc, char **argv, strbuf_t *out) {
                           MAX_VALUE_BYTES);
                 return -1;
         }
-        if (topic_partition_count(k->bulk_rk, topic, &pcnt, out))
+        if (check_leaders_up(k, k->bulk_rk, topic, -1, &pcnt, out))
                 return -1;
 
         vbufsz = (size_t)vbytes + 160;
@@ -401,7 +463,7 @@ static int cmd_fill(ktb_t *k, int argc, char **argv, strbuf_t *out) {
         }
 
         t0 = now_mono_us();
-        for (i = 0; i < count; i++) {
+        for (i = 0; i < count && !KTB_ABORTED(); i++) {
                 size_t vlen = make_value(vbuf, vbufsz, i, (size_t)vbytes, -1);
                 int klen = snprintf(kbuf, sizeof(kbuf), "key-%" PRId64, i);
 
@@ -414,7 +476,8 @@ static int cmd_fill(ktb_t *k, int argc, char **argv, strbuf_t *out) {
                             RD_KAFKA_V_VALUE(vbuf, vlen),
                             RD_KAFKA_V_TIMESTAMP(FILL_TS_BASE + i),
                             RD_KAFKA_V_OPAQUE(&st), RD_KAFKA_V_END);
-                        if (perr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                        if (perr != RD_KAFKA_RESP_ERR__QUEUE_FULL ||
+                            KTB_ABORTED())
                                 break;
                         rd_kafka_poll(k->bulk_rk, 5);
                 }
@@ -426,7 +489,7 @@ static int cmd_fill(ktb_t *k, int argc, char **argv, strbuf_t *out) {
         }
         free(vbuf);
 
-        left = drain(k->bulk_rk, 70000);
+        left = KTB_ABORTED() ? 1 : drain(k->bulk_rk, 70000);
         if (left > 0) {
                 /* Should not happen (message.timeout.ms fires first). */
                 rd_kafka_purge(k->bulk_rk, RD_KAFKA_PURGE_F_QUEUE |
@@ -434,6 +497,10 @@ static int cmd_fill(ktb_t *k, int argc, char **argv, strbuf_t *out) {
                 drain(k->bulk_rk, 5000);
         }
 
+        if (KTB_ABORTED()) {
+                sb_printf(out, "interrupted by shutdown");
+                return -1;
+        }
         if (perr) {
                 sb_printf(out,
                           "produce failed after %" PRId64 " of %" PRId64
@@ -488,8 +555,8 @@ static void *generator_main(void *arg) {
         char kbuf[32];
         int left;
 
-        while (vbuf && i < total && !__atomic_load_n(&g->stop,
-                                                     __ATOMIC_RELAXED)) {
+        while (vbuf && i < total && !KTB_ABORTED() &&
+               !__atomic_load_n(&g->stop, __ATOMIC_RELAXED)) {
                 int64_t now = now_mono_us();
                 /* Records due by now (record n is due at t0 + n/rate). */
                 int64_t due = (int64_t)((double)(now - t0) * g->rate / 1e6) + 1;
@@ -513,6 +580,9 @@ static void *generator_main(void *arg) {
                             RD_KAFKA_V_TIMESTAMP(ts_us / 1000),
                             RD_KAFKA_V_OPAQUE(&g->st), RD_KAFKA_V_END);
                         if (perr == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                                if (KTB_ABORTED() ||
+                                    __atomic_load_n(&g->stop, __ATOMIC_RELAXED))
+                                        break;
                                 rd_kafka_poll(g->rk, 1);
                                 continue;
                         }
@@ -534,7 +604,9 @@ static void *generator_main(void *arg) {
                 g->enq_failed = total;
         free(vbuf);
 
-        left = drain(g->rk, 70000);
+        left = (KTB_ABORTED() || __atomic_load_n(&g->stop, __ATOMIC_RELAXED))
+                   ? 1
+                   : drain(g->rk, 70000);
         if (left > 0) {
                 rd_kafka_purge(g->rk, RD_KAFKA_PURGE_F_QUEUE |
                                           RD_KAFKA_PURGE_F_INFLIGHT);
@@ -664,6 +736,10 @@ static int cmd_down(ktb_t *k, int argc, char **argv, strbuf_t *out) {
                 err_reply(out, "broker down failed", err);
                 return -1;
         }
+        if (id <= k->broker_cnt && !k->down[id]) {
+                k->down[id] = 1;
+                k->down_cnt++;
+        }
         return 0;
 }
 
@@ -676,6 +752,10 @@ static int cmd_up(ktb_t *k, int argc, char **argv, strbuf_t *out) {
         if ((err = rd_kafka_mock_broker_set_up(k->mcluster, id))) {
                 err_reply(out, "broker up failed", err);
                 return -1;
+        }
+        if (id <= k->broker_cnt && k->down[id]) {
+                k->down[id] = 0;
+                k->down_cnt--;
         }
         return 0;
 }
@@ -771,7 +851,7 @@ static int cmd_watermarks(ktb_t *k, int argc, char **argv, strbuf_t *out) {
         int pcnt, p;
         (void)argc;
 
-        if (topic_partition_count(k->sync_rk, argv[0], &pcnt, out))
+        if (check_leaders_up(k, k->sync_rk, argv[0], -1, &pcnt, out))
                 return -1;
         for (p = 0; p < pcnt; p++) {
                 int64_t lo, hi;
