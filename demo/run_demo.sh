@@ -441,9 +441,25 @@ step_monitoring() {
         "SELECT mv_name, partition_id, next_offset, high_watermark, lag FROM kafka.stream_lag;"
 }
 
-# Auto refresh (kafka.set_auto_refresh('msk_mview', true); produce; the view follows within a second):
-# coming in a later release.
-step_auto_refresh() { :; }
+step_auto_refresh() {
+    local producer i
+    heading "AUTO REFRESH: the view follows the topic by itself"
+    show_sql "Like Redshift's AUTO REFRESH YES: a background worker refreshes the view when records arrive" \
+        "SELECT kafka.set_auto_refresh('msk_mview', true);"
+    note "A generator now produces 20 customers every 0.3 s for 4 seconds; no REFRESH is run from here on."
+    ( for i in $(seq 1 13); do produce_more_customers 20 >/dev/null 2>&1; sleep 0.3; done ) &
+    producer=$!
+    track_pid "$producer"
+    note "  time     | customers in the view"
+    for i in 1 2 3 4 5; do
+        sleep 1
+        run_sql "SELECT now()::time(0) AS at, count(*) AS customers_in_view FROM msk_mview;" | sed -n 3p
+    done
+    wait "$producer" || true
+    sleep 1
+    show_sql "kafka.streams: the worker's refreshes" \
+        "SELECT mv_name, auto_refresh, last_refresh_status, last_refresh_rows, total_rows FROM kafka.streams;"
+}
 
 step_finish() {
     CURRENT_STEP="finish"
