@@ -13,7 +13,7 @@
 # commit time - produce time, over every record. Also checks that every produced record is in the view
 # exactly once.
 #
-# Environment: RATE (10000), SECONDS (30), PARTITIONS (16), INTERVAL (kafka_fdw.auto_refresh_interval,
+# Environment: RATE (10000), DURATION (seconds, 30), PARTITIONS (16), INTERVAL (kafka_fdw.auto_refresh_interval,
 # default 100ms), KEEP_TMP=1.
 set -euo pipefail
 export LC_ALL=C.UTF-8
@@ -24,7 +24,7 @@ cd "$REPO_ROOT"
 . "$REPO_ROOT/test/lib.sh"
 
 RATE="${RATE:-10000}"
-SECONDS_TO_RUN="${SECONDS:-30}"
+SECONDS_TO_RUN="${DURATION:-30}"
 PARTITIONS="${PARTITIONS:-16}"
 INTERVAL="${INTERVAL:-100ms}"
 TOPIC=freshness
@@ -60,6 +60,7 @@ broker_ctl generate "$TOPIC" "$RATE" "$SECONDS_TO_RUN" >/dev/null
 reply="$(broker_ctl generate_wait)"
 read -r _ produced failed <<<"$reply"
 [ "$failed" = 0 ] || die "the generator failed to produce $failed records"
+[ "${produced:-0}" -gt 0 ] || die "the generator produced nothing: $reply"
 total="$(broker_ctl watermarks "$TOPIC" | tr ' ' '\n' | awk -F: 'NF == 3 { s += $3 } END { print s }')"
 wait_for "[ \"\$(psql_q -d $DB -c 'SELECT count(*) FROM fresh')\" = $total ]" 60 \
     || die "the view did not catch up: $(psql_q -d "$DB" -c 'SELECT count(*) FROM fresh') of $total"
