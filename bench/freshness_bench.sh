@@ -56,13 +56,15 @@ SELECT kafka.set_auto_refresh('fresh', true);
 SQL
 
 log "producing $RATE records/s for $SECONDS_TO_RUN s into $PARTITIONS partitions, auto refresh every $INTERVAL"
+gen_start=$(now_ms)
 broker_ctl generate "$TOPIC" "$RATE" "$SECONDS_TO_RUN" >/dev/null
 reply="$(broker_ctl generate_wait)"
+gen_ms=$(elapsed_ms "$gen_start")
 read -r _ produced failed <<<"$reply"
 [ "$failed" = 0 ] || die "the generator failed to produce $failed records"
 [ "${produced:-0}" -gt 0 ] || die "the generator produced nothing: $reply"
 total="$(broker_ctl watermarks "$TOPIC" | tr ' ' '\n' | awk -F: 'NF == 3 { s += $3 } END { print s }')"
-wait_for "[ \"\$(psql_q -d $DB -c 'SELECT count(*) FROM fresh')\" = $total ]" 60 \
+wait_for "[ \"\$(psql_q -d $DB -c 'SELECT count(*) FROM fresh')\" = $total ]" 300 \
     || die "the view did not catch up: $(psql_q -d "$DB" -c 'SELECT count(*) FROM fresh') of $total"
 lost="$(psql_q -d "$DB" -c "SELECT count(*) FROM kafka.stream_scan_errors")"
 [ "$lost" = 0 ] || die "the view lost or skipped records: $lost entries in kafka.stream_scan_errors"
@@ -83,6 +85,7 @@ SQL
 
 echo
 echo "freshness benchmark: $produced records produced at $RATE/s for $SECONDS_TO_RUN s, $PARTITIONS partitions, auto refresh every $INTERVAL"
+awk -v n="$produced" -v ms="$gen_ms" 'BEGIN { printf "the generator achieved %.0f records/s (%d records in %.1f s)\n", n * 1000 / ms, n, ms / 1000 }'
 echo "rows in the view: $n (every record exactly once: unique index, count = high watermarks = $total)"
 echo "refreshes: $refreshes"
 printf 'produce-to-visible latency: median %s ms, p90 %s ms, p99 %s ms, max %s ms\n' "$p50" "$p90" "$p99" "$pmax"
