@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The SigV4 signer (src/sigv4.c) against AWS's published Signature Version 4 test vectors, and the
 # Amazon MSK IAM token checked by an independent computation with `openssl dgst -mac HMAC`.
-# Needs a C compiler, libssl-dev and the openssl command; no broker or PostgreSQL.
+# Also the token refresh callback with a real librdkafka handle (test/sigv4/msk_refresh_test.c).
+# Needs a C compiler, libssl-dev, librdkafka-dev and the openssl command; no broker or PostgreSQL.
 set -euo pipefail
 REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 . "$REPO_ROOT/test/lib.sh"
@@ -64,6 +65,12 @@ check_token() {
     echo "ok - the token has no padding and only URL-safe characters"
     assert_eq "$(( (epoch + 900) * 1000 ))" "$expiry" "the token expires 900 s after signing"
 }
+
+# 3. The token refresh as connection.c sets it up: served on librdkafka's background thread, accepted.
+cc -std=c99 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Wall -Wextra -Werror -O1 -I"$REPO_ROOT/src" \
+    -o "$tmp/msk_refresh_test" "$REPO_ROOT/test/sigv4/msk_refresh_test.c" "$REPO_ROOT/src/msk_iam.c" \
+    "$REPO_ROOT/src/sigv4.c" -lrdkafka -lcrypto -lpthread || die "could not build test/sigv4/msk_refresh_test.c"
+timeout 30 "$tmp/msk_refresh_test" || die "the MSK IAM token refresh does not work on librdkafka's background thread"
 
 check_token "$session" 33b4764d90b4122fb0c34355d89aa93b1694c10711e138ea1638e63156f62515
 check_token "" c413a83bc64a339e31a5e5e9ed99d778ff843206b427540cafa5122c01e3e993
