@@ -4,6 +4,8 @@ MODULE_big = kafka_fdw
 OBJS = \
 	src/kafka_fdw.o \
 	src/option.o \
+	src/sigv4.o \
+	src/msk_iam.o \
 	src/connection.o \
 	src/planner.o \
 	src/scan_bounds.o \
@@ -23,7 +25,7 @@ REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --use-existing
 
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
-SHLIB_LINK = -lrdkafka
+SHLIB_LINK = -lrdkafka -lcrypto
 
 # The bitcode for JIT inlining is not worth a clang dependency.
 override with_llvm = no

@@ -340,3 +340,17 @@ REVOKE ALL ON FUNCTION kafka._guard_streaming_ddl() FROM PUBLIC;
 CREATE EVENT TRIGGER kafka_fdw_guard_streaming ON ddl_command_start
   WHEN TAG IN ('CREATE MATERIALIZED VIEW', 'REFRESH MATERIALIZED VIEW')
   EXECUTE FUNCTION kafka._guard_streaming_ddl();
+
+-- The librdkafka configuration a handle of the server gets for the current
+-- user, secrets redacted: for diagnosing connection problems.  Superusers only
+-- (the C function checks too).
+CREATE FUNCTION kafka.connection_config(server pg_catalog.name,
+                                        OUT property pg_catalog.text,
+                                        OUT value pg_catalog.text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'kafka_connection_config'
+LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION kafka.connection_config(pg_catalog.name) FROM PUBLIC;
+
+COMMENT ON FUNCTION kafka.connection_config(pg_catalog.name) IS
+'effective librdkafka configuration of a server for the current user, secrets redacted (superuser)';

@@ -16,12 +16,12 @@ CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'localhost:909
 CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'localhost:9092', compression 'lz4');
 CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '');
 CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'localhost:9092', authentication 'kerberos');
-CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'localhost:9092', authentication 'sasl_plain');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'localhost:9092', authentication 'sasl_plain', password 'x');
 CREATE SERVER kafka FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers :'brokers', authentication 'none');
 ALTER SERVER kafka OPTIONS (DROP brokers);
 ALTER SERVER kafka OPTIONS (ADD brokres 'x');
 
--- User mappings take no options yet (credentials come with authentication modes).
+-- User mappings take credentials only (see 08_security).
 CREATE USER MAPPING FOR CURRENT_USER SERVER kafka OPTIONS (user 'x');
 CREATE USER MAPPING FOR CURRENT_USER SERVER kafka;
 

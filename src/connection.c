@@ -27,6 +27,20 @@
  *   the log callback (which may run on librdkafka's threads) only copy text
  *   into the handle under a mutex and never touch PostgreSQL.
  *
+ * - Authentication 'iam' (MSK IAM over SASL/OAUTHBEARER): the credentials are
+ *   copied into malloc'd memory (msk_iam.c) when the handle is created.  A
+ *   first token is signed right away in the backend, so that a signing
+ *   problem is an error of this statement; later ones are signed by the
+ *   token refresh callback, which librdkafka runs on its background thread
+ *   (its SASL queue is forwarded there) at 80% of a token's lifetime, so a
+ *   scan that only serves its own fetch queue never outlives its token.
+ *   That callback must not and does not touch PostgreSQL.
+ *
+ * - Secrets: the handle keeps a copy of the credential values it was built
+ *   with, and every text from librdkafka that goes into an error message is
+ *   scrubbed of them (kafka_scrub_secrets).  librdkafka does not echo
+ *   credentials today; this keeps it so if it ever did.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -45,6 +59,10 @@
 #include "utils/timestamp.h"
 
 #include "kafka_fdw.h"
+#include "msk_iam.h"
+
+/* User-Agent of the MSK IAM token (the AWS signers send their name and version). */
+#define KAFKA_FDW_USER_AGENT "kafka_fdw/1.0"
 
 /* Longest time spent in one blocking librdkafka call between interrupt checks. */
 #define KAFKA_SLICE_MS 250
@@ -77,12 +95,24 @@ kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 }
 
 /*
+ * librdkafka's SASL/OAUTHBEARER token refresh callback, on its background
+ * thread: only msk_iam.c's plain C, never PostgreSQL.
+ */
+static void
+kafka_oauthbearer_refresh_cb(rd_kafka_t *rk, const char *oauthbearer_config, void *opaque)
+{
+	KafkaConnection *conn = (KafkaConnection *) opaque;
+
+	msk_iam_refresh(rk, conn ? conn->iam : NULL);
+}
+
+/*
  * Look up the user mapping for (user, server), falling back to PUBLIC.
  * Unlike GetUserMapping() a missing mapping is not an error: a Kafka cluster
  * without authentication needs none.
  */
-static UserMapping *
-find_user_mapping(Oid userid, Oid serverid)
+UserMapping *
+kafka_find_user_mapping(Oid userid, Oid serverid)
 {
 	HeapTuple	tp;
 	UserMapping *um;
@@ -108,19 +138,119 @@ find_user_mapping(Oid userid, Oid serverid)
 	return um;
 }
 
+/* Overwrite a palloc'd string before freeing it. */
+static void
+wipe_pfree(char *s)
+{
+	if (s)
+	{
+		explicit_bzero(s, strlen(s));
+		pfree(s);
+	}
+}
+
+static void
+wipe_auth_config(KafkaAuthConfig *auth)
+{
+	ListCell   *lc;
+
+	wipe_pfree(auth->aws_access_key_id);
+	wipe_pfree(auth->aws_secret_access_key);
+	wipe_pfree(auth->aws_session_token);
+	foreach(lc, auth->secrets)
+		wipe_pfree(lfirst(lc));
+	list_free(auth->secrets);
+	memset(auth, 0, sizeof(*auth));
+}
+
+/* Free what a handle holds outside librdkafka, after rd_kafka_destroy(). */
+static void
+free_handle_secrets(KafkaConnection *conn)
+{
+	msk_iam_free(conn->iam);
+	conn->iam = NULL;
+	if (conn->secrets)
+	{
+		for (char **p = conn->secrets; *p; p++)
+		{
+			explicit_bzero(*p, strlen(*p));
+			free(*p);
+		}
+		free(conn->secrets);
+		conn->secrets = NULL;
+	}
+}
+
+/* Copy the secret values into malloc'd memory; false if out of memory. */
+static bool
+copy_secrets(KafkaConnection *conn, List *secrets)
+{
+	int			n = 0;
+	ListCell   *lc;
+
+	conn->secrets = calloc(list_length(secrets) + 1, sizeof(char *));
+	if (conn->secrets == NULL)
+		return false;
+	foreach(lc, secrets)
+	{
+		if ((conn->secrets[n] = strdup(lfirst(lc))) == NULL)
+			return false;
+		n++;
+	}
+	return true;
+}
+
+/*
+ * text with every credential value of the handle replaced by [redacted];
+ * palloc'd.
+ */
+char *
+kafka_scrub_secrets(KafkaConnection *conn, const char *text)
+{
+	char	   *result = pstrdup(text);
+
+	if (conn == NULL || conn->secrets == NULL)
+		return result;
+	for (char **p = conn->secrets; *p; p++)
+	{
+		size_t		len = strlen(*p);
+		StringInfoData buf;
+		const char *cur;
+		const char *hit;
+
+		if (len == 0 || strstr(result, *p) == NULL)
+			continue;
+		initStringInfo(&buf);
+		cur = result;
+		while ((hit = strstr(cur, *p)) != NULL)
+		{
+			appendBinaryStringInfo(&buf, cur, hit - cur);
+			appendStringInfoString(&buf, "[redacted]");
+			cur = hit + len;
+		}
+		appendStringInfoString(&buf, cur);
+		pfree(result);
+		result = buf.data;
+	}
+	return result;
+}
+
 static KafkaConnection *
 connection_create(Oid serverid, Oid userid)
 {
 	ForeignServer *server = GetForeignServer(serverid);
-	UserMapping *mapping = find_user_mapping(userid, serverid);
+	UserMapping *mapping = kafka_find_user_mapping(userid, serverid);
 	KafkaConnection *conn;
 	rd_kafka_conf_t *conf;
+	KafkaAuthConfig auth;
+	rd_kafka_error_t *bgerr = NULL;
 	sigset_t	all,
 				saved;
 	char		errstr[512];
+	bool		ok;
 
 	/* build the configuration first: it may throw, and owns nothing yet */
-	conf = kafka_build_conf(server, mapping);
+	conf = kafka_build_conf(server, mapping, userid, &auth, NULL);
 
 	conn = MemoryContextAllocZero(TopMemoryContext, sizeof(KafkaConnection));
 	conn->serverid = serverid;
@@ -133,28 +263,75 @@ connection_create(Oid serverid, Oid userid)
 		GetSysCacheHashValue1(USERMAPPINGOID, ObjectIdGetDatum(mapping->umid)) : 0;
 	pthread_mutex_init(&conn->error_lock, NULL);
 
+	ok = copy_secrets(conn, auth.secrets);
+	if (ok && auth.iam)
+	{
+		conn->iam = msk_iam_new(auth.iam_region, auth.aws_access_key_id,
+								auth.aws_secret_access_key, auth.aws_session_token,
+								KAFKA_FDW_USER_AGENT);
+		ok = conn->iam != NULL;
+	}
+	wipe_auth_config(&auth);
+	if (!ok)
+	{
+		rd_kafka_conf_destroy(conf);
+		free_handle_secrets(conn);
+		pthread_mutex_destroy(&conn->error_lock);
+		pfree(conn->brokers);
+		pfree(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	}
+
 	rd_kafka_conf_set_opaque(conf, conn);
 	rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
 	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+	if (conn->iam)
+	{
+		rd_kafka_conf_set_oauthbearer_token_refresh_cb(conf, kafka_oauthbearer_refresh_cb);
+		rd_kafka_conf_enable_sasl_queue(conf, 1);
+	}
 
-	/* librdkafka's threads inherit this mask: keep our signals off them. */
+	/*
+	 * librdkafka's threads inherit this mask: keep our signals off them.  The
+	 * background thread that serves token refreshes is started here too.
+	 */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &saved);
 	conn->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (conn->rk && conn->iam)
+		bgerr = rd_kafka_sasl_background_callbacks_enable(conn->rk);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 
 	if (conn->rk == NULL)
-	{
 		rd_kafka_conf_destroy(conf);
+	else if (bgerr)
+	{
+		strlcpy(errstr, rd_kafka_error_string(bgerr), sizeof(errstr));
+		rd_kafka_error_destroy(bgerr);
+	}
+	else if (conn->iam == NULL ||
+			 msk_iam_set_token(conn->rk, conn->iam, errstr, sizeof(errstr)) == 0)
+		return conn;
+
+	/* failed: rd_kafka_new(), the background thread or the first token */
+	{
+		char	   *detail = kafka_scrub_secrets(conn, errstr);
+
+		if (conn->rk)
+			rd_kafka_destroy_flags(conn->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+		free_handle_secrets(conn);
+		pthread_mutex_destroy(&conn->error_lock);
 		pfree(conn->brokers);
 		pfree(conn);
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
 				 errmsg("could not create Kafka client for server \"%s\"",
 						server->servername),
-				 errdetail("%s", errstr)));
+				 errdetail("%s", detail)));
 	}
-	return conn;
+	pg_unreachable();
 }
 
 /*
@@ -238,6 +415,7 @@ connection_destroy(KafkaConnection *conn)
 {
 	if (conn->rk)
 		rd_kafka_destroy_flags(conn->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	free_handle_secrets(conn);
 	pthread_mutex_destroy(&conn->error_lock);
 	pfree(conn->brokers);
 	pfree(conn);
@@ -269,6 +447,7 @@ kafka_connections_shutdown(int code, Datum arg)
 		if (conn->rk)
 			rd_kafka_destroy_flags(conn->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 		conn->rk = NULL;
+		free_handle_secrets(conn);
 	}
 }
 
@@ -288,6 +467,8 @@ kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
 	pthread_mutex_lock(&conn->error_lock);
 	strlcpy(last, conn->last_error, sizeof(last));
 	pthread_mutex_unlock(&conn->error_lock);
+	if (last[0])
+		strlcpy(last, kafka_scrub_secrets(conn, last), sizeof(last));
 
 	switch (err)
 	{

@@ -53,6 +53,24 @@ typedef struct KafkaTableOptions
 	bool		on_error_fail;	/* on_error 'fail' (default 'skip') */
 } KafkaTableOptions;
 
+/* A librdkafka property as kafka_build_conf() set it (secrets redacted). */
+typedef struct KafkaConfEntry
+{
+	char	   *property;
+	char	   *value;
+} KafkaConfEntry;
+
+/* What kafka_build_conf() found that is not a librdkafka property. */
+typedef struct KafkaAuthConfig
+{
+	bool		iam;			/* authentication 'iam': sign MSK IAM tokens */
+	char	   *iam_region;
+	char	   *aws_access_key_id;
+	char	   *aws_secret_access_key;
+	char	   *aws_session_token;	/* NULL when none */
+	List	   *secrets;		/* credential values messages must never show */
+} KafkaAuthConfig;
+
 /* One partition's offsets as the broker reports them. */
 typedef struct KafkaWatermark
 {
@@ -77,6 +95,15 @@ typedef struct KafkaConnection
 	uint32		server_hashvalue;
 	uint32		mapping_hashvalue;
 
+	/*
+	 * MSK IAM credentials (malloc'd, read by librdkafka's background thread
+	 * when it refreshes the token), or NULL; and the credential values that
+	 * error messages must never show (malloc'd, NULL-terminated), or NULL.
+	 * Both are wiped and freed after the handle is destroyed.
+	 */
+	struct MskIamAuth *iam;
+	char	  **secrets;
+
 	/* written by librdkafka threads through the error callback */
 	pthread_mutex_t error_lock;
 	char		last_error[512];
@@ -93,10 +120,15 @@ extern int	kafka_scan_log_retention_s;
 /* in option.c */
 extern void kafka_get_table_options(Oid relid, KafkaTableOptions *opts);
 extern char *kafka_server_brokers(ForeignServer *server);
-extern rd_kafka_conf_t *kafka_build_conf(ForeignServer *server, UserMapping *mapping);
+extern rd_kafka_conf_t *kafka_build_conf(ForeignServer *server, UserMapping *mapping,
+										 Oid userid, KafkaAuthConfig *auth,
+										 List **entries);
+extern char *kafka_region_from_brokers(const char *brokers);
 extern bool kafka_parse_timestamp(const char *str, int64 *ms);
 
 /* in connection.c */
+extern UserMapping *kafka_find_user_mapping(Oid userid, Oid serverid);
+extern char *kafka_scrub_secrets(KafkaConnection *conn, const char *text);
 extern KafkaConnection *kafka_connection_acquire(Oid serverid, Oid userid);
 extern void kafka_connection_release(KafkaConnection *conn);
 extern int	kafka_topic_partitions(KafkaConnection *conn, const char *topic,

@@ -36,7 +36,7 @@ export BROKER
 BROKER_COUNT="${BROKER_COUNT:-3}"
 export BROKER_COUNT
 PG_PRELOAD="${PG_PRELOAD-kafka_fdw}"
-KAFKA_FDW_PACKAGES="${KAFKA_FDW_PACKAGES:-postgresql-15 postgresql-server-dev-15 librdkafka-dev libjansson-dev kcat build-essential pkg-config procps util-linux coreutils}"
+KAFKA_FDW_PACKAGES="${KAFKA_FDW_PACKAGES:-postgresql-15 postgresql-server-dev-15 librdkafka-dev libjansson-dev libssl-dev openssl kcat build-essential pkg-config procps util-linux coreutils}"
 
 # Ownership records of this shell (deliberately not exported: children do not inherit them).
 _LIB_PIDS=()          # background processes to kill at cleanup
