@@ -399,6 +399,7 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString)
 
 	/* serializes refreshes; readers hold ACCESS SHARE and are not blocked */
 	matview = table_open(mv_oid, ExclusiveLock);
+	kafka_stream_lock_state(mv_oid);
 	if (!kafka_stream_lookup(mv_oid, &st))
 		elog(ERROR, "relation %u is not a streaming materialized view", mv_oid);
 	kafka_get_table_options(st.ftable_oid, &opts);

@@ -76,6 +76,7 @@ typedef struct KafkaStreamState
 } KafkaStreamState;
 
 extern bool kafka_stream_lookup(Oid mv_oid, KafkaStreamState *state);
+extern void kafka_stream_lock_state(Oid mv_oid);
 extern void kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic);
 extern void kafka_stream_set_next_start(Oid mv_oid, const char *start);
 extern int	kafka_stream_load_offsets(Oid mv_oid, int32 **partitions, int64 **offsets);

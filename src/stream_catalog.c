@@ -145,6 +145,27 @@ kafka_stream_lookup(Oid mv_oid, KafkaStreamState *state)
 	return found;
 }
 
+/*
+ * Lock the view's state row for this refresh.  Under READ COMMITTED this
+ * only orders refreshes (the view's ExclusiveLock already does); under
+ * REPEATABLE READ or SERIALIZABLE, when another refresh committed after this
+ * transaction's snapshot was taken, it raises a serialization failure
+ * (40001) at once: the snapshot's offsets are stale, and ingesting from them
+ * would repeat records (which the transaction could never commit anyway).
+ */
+void
+kafka_stream_lock_state(Oid mv_oid)
+{
+	SpiSession	s;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(mv_oid)};
+
+	spi_begin(&s);
+	spi_exec("SELECT 1 FROM kafka.stream_state WHERE mv_oid = $1 FOR UPDATE",
+			 1, types, values, NULL, SPI_OK_SELECT);
+	spi_end(&s);
+}
+
 /* Record that mv_oid is a streaming view over ftable_oid. */
 void
 kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic)
