@@ -77,8 +77,8 @@ PG_FUNCTION_INFO_V1(kafka_guard_streaming_ddl);
 PG_FUNCTION_INFO_V1(kafka_stream_lag);
 
 /* The owner of a relation, or InvalidOid if it does not exist. */
-static Oid
-relation_owner(Oid relid)
+Oid
+kafka_relation_owner(Oid relid)
 {
 	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	Oid			owner;
@@ -438,7 +438,7 @@ kafka_stream_pending(Oid mv_oid)
 
 	if (!kafka_stream_lookup(mv_oid, &st))
 		return false;
-	owner = relation_owner(mv_oid);
+	owner = kafka_relation_owner(mv_oid);
 	if (!OidIsValid(owner))
 		return false;
 	kafka_get_table_options(st.ftable_oid, &opts);

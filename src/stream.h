@@ -64,6 +64,7 @@ extern KafkaStreamContext *kafka_active_stream;
 extern void kafka_install_utility_hook(void);
 extern uint64 kafka_refresh_stream(Oid mv_oid, const char *queryString);
 extern bool kafka_stream_pending(Oid mv_oid);
+extern Oid	kafka_relation_owner(Oid relid);
 
 /* in stream_catalog.c */
 typedef struct KafkaStreamState

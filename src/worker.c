@@ -547,19 +547,6 @@ auto_views(bool *dropping)
 	return views;
 }
 
-static Oid
-view_owner(Oid mv_oid)
-{
-	HeapTuple	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(mv_oid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tp))
-		return InvalidOid;
-	owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
-	ReleaseSysCache(tp);
-	return owner;
-}
-
 /*
  * Refresh one view if records arrived, in a transaction of its own, as its
  * owner.  On failure, log, record the error in kafka.streams and back off.
@@ -578,7 +565,7 @@ refresh_one(Oid mv_oid, MemoryContext work_cxt)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PG_TRY();
 	{
-		Oid			owner = view_owner(mv_oid);
+		Oid			owner = kafka_relation_owner(mv_oid);
 
 		if (OidIsValid(owner))
 		{
@@ -632,7 +619,7 @@ refresh_one(Oid mv_oid, MemoryContext work_cxt)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PG_TRY();
 	{
-		if (OidIsValid(view_owner(mv_oid)))
+		if (OidIsValid(kafka_relation_owner(mv_oid)))
 			kafka_stream_record_failure(mv_oid, failure);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
