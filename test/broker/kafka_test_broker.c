@@ -142,8 +142,14 @@ rd_kafka_t *ktb_client_new(ktb_t *k, const char *kind, strbuf_t *err) {
             "queue.buffering.max.kbytes", "2097151",
             "message.timeout.ms", "60000",
             NULL};
+        /* The mock answers a Fetch with at most one batch per partition, so
+         * a consumer reads at most (batch size x partitions) per round trip:
+         * 1 ms batches of a record or two would cap consumption far below
+         * what a real broker serves.  20 ms batches, as a loaded producer
+         * builds, keep the mock from being the bottleneck; the latency they
+         * add is part of what generate's consumers measure. */
         static const char *gen_c[] = {
-            "linger.ms", "1",
+            "linger.ms", "20",
             "queue.buffering.max.messages", "1000000",
             "message.timeout.ms", "60000",
             NULL};
