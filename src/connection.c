@@ -16,7 +16,8 @@
  *   one when it is released.
  *
  * - librdkafka's blocking calls (metadata, offset lookups) are made in
- *   slices of at most KAFKA_SLICE_MS with CHECK_FOR_INTERRUPTS between them,
+ *   slices of KAFKA_SLICE_MS growing to KAFKA_SLICE_MAX_MS, with
+ *   CHECK_FOR_INTERRUPTS between them,
  *   so cancel, statement_timeout and pg_terminate_backend take effect within
  *   a second even while the brokers are unreachable.  The whole call gives up
  *   after kafka_fdw.connect_timeout with the last error librdkafka reported.
@@ -66,6 +67,7 @@
 
 /* Longest time spent in one blocking librdkafka call between interrupt checks. */
 #define KAFKA_SLICE_MS 250
+#define KAFKA_SLICE_MAX_MS 750		/* slices grow to this for slow links */
 
 static KafkaConnection *connections = NULL;
 static bool callbacks_registered = false;
@@ -542,13 +544,20 @@ is_retriable(rd_kafka_resp_err_t err)
 	}
 }
 
-/* Milliseconds left until deadline, at most KAFKA_SLICE_MS, at least 1. */
+/*
+ * How long the next attempt of a blocking request may take: KAFKA_SLICE_MS,
+ * doubling with each attempt up to KAFKA_SLICE_MAX_MS (a request abandoned
+ * after its slice is sent anew, so a broker slower than the slice must get a
+ * longer one), and never past the deadline.  The cap bounds how long an
+ * interrupt waits.
+ */
 static int
-next_slice(TimestampTz deadline)
+next_slice(TimestampTz deadline, int attempt)
 {
 	long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+	long		slice = KAFKA_SLICE_MS << Min(attempt, 4);
 
-	return (int) Max(1, Min(ms, KAFKA_SLICE_MS));
+	return (int) Max(1, Min(ms, Min(slice, KAFKA_SLICE_MAX_MS)));
 }
 
 static TimestampTz
@@ -566,6 +575,7 @@ static const struct rd_kafka_metadata *
 fetch_metadata(KafkaConnection *conn, const char *topic)
 {
 	TimestampTz deadline = deadline_from_now();
+	volatile int attempt = 0;
 	rd_kafka_topic_t *rkt = NULL;
 	const struct rd_kafka_metadata *md = NULL;
 	rd_kafka_resp_err_t err;
@@ -584,7 +594,7 @@ fetch_metadata(KafkaConnection *conn, const char *topic)
 			CHECK_FOR_INTERRUPTS();
 			rd_kafka_poll(conn->rk, 0);
 			err = rd_kafka_metadata(conn->rk, topic == NULL, rkt, &md,
-									next_slice(deadline));
+									next_slice(deadline, attempt++));
 			if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 			{
 				/* A topic the cluster is still electing leaders for: retry. */
@@ -691,6 +701,7 @@ list_offsets(KafkaConnection *conn, const char *topic, const int32 *partitions,
 			 int nparts, int64 query, int64 *offsets)
 {
 	TimestampTz deadline = deadline_from_now();
+	int			attempt = 0;
 	rd_kafka_topic_partition_list_t *list;
 	rd_kafka_resp_err_t err;
 
@@ -707,7 +718,7 @@ list_offsets(KafkaConnection *conn, const char *topic, const int32 *partitions,
 		for (int i = 0; i < nparts; i++)
 			rd_kafka_topic_partition_list_add(list, topic, partitions[i])->offset = query;
 
-		err = rd_kafka_offsets_for_times(conn->rk, list, next_slice(deadline));
+		err = rd_kafka_offsets_for_times(conn->rk, list, next_slice(deadline, attempt++));
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			for (int i = 0; i < list->cnt && !err; i++)

@@ -1053,7 +1053,8 @@ kafka_build_conf(ForeignServer *server, UserMapping *mapping, Oid userid,
 	conf_set(&b, "enable.auto.offset.store", "false", false);
 	conf_set(&b, "enable.partition.eof", "true", false);
 	conf_set(&b, "isolation.level", "read_committed", false);
-	conf_set(&b, "auto.offset.reset", "earliest", false);
+	/* records deleted under a scan are an error, never skipped silently */
+	conf_set(&b, "auto.offset.reset", "error", false);
 	conf_set(&b, "fetch.wait.max.ms", "10", false);
 	conf_set(&b, "queued.max.messages.kbytes", "4096", false);
 	conf_set(&b, "queued.min.messages", "20000", false);

@@ -296,7 +296,7 @@ scan_start(ForeignScanState *node, KafkaScanState *st)
 		st->part_index[st->parts[i].partition] = i;
 
 	tconf = rd_kafka_topic_conf_new();
-	if (rd_kafka_topic_conf_set(tconf, "auto.offset.reset", "earliest",
+	if (rd_kafka_topic_conf_set(tconf, "auto.offset.reset", "error",
 								errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 		elog(ERROR, "could not configure topic: %s", errstr);
 	st->rkt = rd_kafka_topic_new(st->conn->rk, st->opts.topic, tconf);
@@ -452,7 +452,7 @@ stream_record_skip(KafkaScanState *st, const rd_kafka_message_t *msg, const char
 /* Apply on_error to a record that could not be converted. */
 static void
 record_conversion_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
-						 const char *reason)
+						 const char *reason, bool oversized)
 {
 	if (st->opts.on_error_fail)
 		ereport(ERROR,
@@ -460,6 +460,8 @@ record_conversion_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
 				 errmsg("could not convert Kafka record at partition %d, offset " INT64_FORMAT " of topic \"%s\"",
 						(int) msg->partition, (int64) msg->offset, st->opts.topic),
 				 errdetail("%s", reason),
+				 oversized ?
+				 errhint("Raise kafka_fdw.max_record_size, or set the table option on_error to 'skip'.") :
 				 errhint("Declare the column as bytea to read the raw bytes, or set the table option on_error to 'skip'.")));
 
 	/*
@@ -508,6 +510,20 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 				partition_done(st, ps);
 			return false;
 		}
+		/*
+		 * Retention deleted records this scan was to read (its start offset
+		 * is below the partition's new low watermark).  Skipping them would
+		 * lose them silently; a streaming refresh fails here, and the next
+		 * one records the lost range.
+		 */
+		if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+			msg->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_ERROR),
+					 errmsg("records of partition %d of topic \"%s\" were deleted by retention while the scan read them",
+							(int) msg->partition, st->opts.topic),
+					 errdetail("%s", rd_kafka_message_errstr(msg)),
+					 errhint("Run the statement again. A streaming refresh run again records the lost range in kafka.stream_scan_errors.")));
 		if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
 			msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
 			msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
@@ -546,14 +562,15 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 	{
 		record_conversion_failed(st, msg,
 								 psprintf("The record of %zu bytes exceeds kafka_fdw.max_record_size (%d bytes).",
-										  msg->len + msg->key_len, kafka_max_record_size));
+										  msg->len + msg->key_len, kafka_max_record_size),
+								 true);
 		return false;
 	}
 
 	ExecClearTuple(slot);
 	if (!kafka_record_to_datums(&st->conv, msg, slot->tts_values, slot->tts_isnull))
 	{
-		record_conversion_failed(st, msg, st->conv.error);
+		record_conversion_failed(st, msg, st->conv.error, false);
 		return false;
 	}
 	ExecStoreVirtualTuple(slot);

@@ -430,6 +430,8 @@ kafka_launcher_main(Datum arg)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		/* absorb ProcSignalBarriers, or DROP DATABASE waits for us forever */
+		CHECK_FOR_INTERRUPTS();
 	}
 
 	SpinLockAcquire(&shared->mutex);

@@ -110,3 +110,22 @@ wait_for '[ "$(view_count)" = "$(high_sum)" ]' 60 || die "not caught up after th
 assert_eq "$(kcat_keys)" "$(view_keys)" "after the restart the worker resumes: every record exactly once"
 psql_q -d "$db" -c "DROP MATERIALIZED VIEW mv" >/dev/null
 psql_q -d "$db" -c "DROP OWNED BY t070_owner; DROP ROLE t070_owner" >/dev/null
+
+# 6. DROP DATABASE is not held up: not by the launcher (it must absorb the
+#    drop's ProcSignalBarrier), nor by a database's busy worker (it leaves).
+start=$(now_ms)
+timeout 20 psql -X -v ON_ERROR_STOP=1 -qAt -d postgres -c "CREATE DATABASE t070_empty" -c "DROP DATABASE t070_empty" \
+    || die "CREATE/DROP DATABASE of an unrelated database did not finish"
+echo "ok - DROP DATABASE of another database with the launcher running took $(elapsed_ms "$start") ms"
+pg_install_extension t070_drop >/dev/null
+psql_q -d t070_drop <<SQL >/dev/null
+CREATE SERVER k FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '$KAFKA_BROKERS');
+CREATE FOREIGN TABLE src (kafka_partition bigint, kafka_offset bigint) SERVER k OPTIONS (topic '$topic');
+CREATE MATERIALIZED VIEW mv2 AS SELECT * FROM src;
+SELECT kafka.set_auto_refresh('mv2', true);
+SQL
+wait_for '[ -n "$(psql_q -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = '"'"'kafka_fdw auto refresh'"'"' AND datname = '"'"'t070_drop'"'"'")" ]' 10 \
+    || die "no worker for database t070_drop"
+start=$(now_ms)
+timeout 20 psql -X -v ON_ERROR_STOP=1 -qAt -d postgres -c "DROP DATABASE t070_drop" || die "DROP DATABASE with its worker running did not finish"
+echo "ok - DROP DATABASE of a database with an auto-refresh worker took $(elapsed_ms "$start") ms"
