@@ -10,6 +10,7 @@ OBJS = \
 	src/planner.o \
 	src/scan_bounds.o \
 	src/scan.o \
+	src/parallel.o \
 	src/record.o \
 	src/import.o \
 	src/refresh.o \

@@ -49,6 +49,13 @@ _PG_init(void)
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("kafka_fdw.parallel_range_size",
+							"Records per range when a parallel scan cuts large partitions into ranges.",
+							"0 (the default) sizes ranges automatically: a quarter of each participant's share of the records, at least 10000.",
+							&kafka_parallel_range_size,
+							0, 0, INT_MAX,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("kafka_fdw");
 
 	kafka_install_utility_hook();
@@ -68,6 +75,13 @@ kafka_fdw_handler(PG_FUNCTION_ARGS)
 	routine->ReScanForeignScan = kafkaReScanForeignScan;
 	routine->EndForeignScan = kafkaEndForeignScan;
 	routine->ExplainForeignScan = kafkaExplainForeignScan;
+
+	routine->IsForeignScanParallelSafe = kafkaIsForeignScanParallelSafe;
+	routine->EstimateDSMForeignScan = kafkaEstimateDSMForeignScan;
+	routine->InitializeDSMForeignScan = kafkaInitializeDSMForeignScan;
+	routine->ReInitializeDSMForeignScan = kafkaReInitializeDSMForeignScan;
+	routine->InitializeWorkerForeignScan = kafkaInitializeWorkerForeignScan;
+	routine->ShutdownForeignScan = kafkaShutdownForeignScan;
 	routine->ImportForeignSchema = kafkaImportForeignSchema;
 
 	PG_RETURN_POINTER(routine);

@@ -14,6 +14,7 @@
 #include <pthread.h>
 
 #include "compat.h"
+#include "access/parallel.h"
 #include "foreign/foreign.h"
 #include "nodes/execnodes.h"
 #include "nodes/pathnodes.h"
@@ -168,7 +169,21 @@ extern void kafkaBeginForeignScan(ForeignScanState *node, int eflags);
 extern TupleTableSlot *kafkaIterateForeignScan(ForeignScanState *node);
 extern void kafkaReScanForeignScan(ForeignScanState *node);
 extern void kafkaEndForeignScan(ForeignScanState *node);
+extern void kafkaShutdownForeignScan(ForeignScanState *node);
 extern void kafkaExplainForeignScan(ForeignScanState *node, ExplainState *es);
+
+/* in parallel.c */
+#define KAFKA_MIN_RANGE_RECORDS 10000	/* automatic parallel ranges are at least this big */
+extern int	kafka_parallel_range_size;
+extern bool kafkaIsForeignScanParallelSafe(PlannerInfo *root, RelOptInfo *rel,
+										   RangeTblEntry *rte);
+extern Size kafkaEstimateDSMForeignScan(ForeignScanState *node, ParallelContext *pcxt);
+extern void kafkaInitializeDSMForeignScan(ForeignScanState *node, ParallelContext *pcxt,
+										  void *coordinate);
+extern void kafkaReInitializeDSMForeignScan(ForeignScanState *node, ParallelContext *pcxt,
+											void *coordinate);
+extern void kafkaInitializeWorkerForeignScan(ForeignScanState *node, shm_toc *toc,
+											 void *coordinate);
 
 /* in import.c */
 extern List *kafkaImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid);

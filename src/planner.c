@@ -15,6 +15,17 @@
  *
  * fdw_private of the ForeignScan is a List indexed by KafkaPlanPrivate.
  *
+ * Paths: a serial scan, and when the relation may be scanned in parallel a
+ * partial path (a Parallel Foreign Scan under a Gather, see parallel.c).
+ * Both are costed from the records in the pushed-down ranges, without
+ * ANALYZE; the partial path divides the per-record cost among the
+ * participants as a parallel sequential scan does, so a Gather wins for
+ * large topics and expensive targets and loses (parallel_setup_cost,
+ * parallel_tuple_cost) for small topics.  The serial path is never
+ * parallel safe: a serial scan decides its snapshot (the watermarks, or a
+ * refresh's ranges, which only the leader has) in the backend that runs it,
+ * so it must not be run by a worker, nor once per worker.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -34,6 +45,7 @@
 #include "optimizer/cost.h"
 #include "optimizer/optimizer.h"
 #include "optimizer/pathnode.h"
+#include "optimizer/paths.h"
 #include "optimizer/restrictinfo.h"
 #include "optimizer/planmain.h"
 #include "utils/array.h"
@@ -44,6 +56,13 @@
 
 #include "kafka_fdw.h"
 #include "scan_bounds.h"
+#include "stream.h"
+
+/*
+ * For the number of parallel workers a topic is treated like a table of
+ * records of this size (PostgreSQL sizes parallel scans by pages).
+ */
+#define KAFKA_EST_RECORD_BYTES 200
 
 /* Per-relation planning state, in baserel->fdw_private. */
 typedef struct KafkaPlanState
@@ -55,6 +74,7 @@ typedef struct KafkaPlanState
 	List	   *cond_ops;		/* KafkaCondOp of each condition */
 	List	   *cond_exprs;		/* the value expression of each condition */
 	double		records;		/* records in the pushed-down ranges */
+	double		ranges;			/* at most this many parallel work items */
 } KafkaPlanState;
 
 static const char *const kafka_column_names[KAFKA_NUM_COLUMNS] = {
@@ -313,30 +333,50 @@ plan_time_bounds(PlannerInfo *root, KafkaPlanState *ps, KafkaScanBounds *b)
 	}
 }
 
+/* Add one partition's range [lo, hi) to the estimates. */
+static void
+count_range(KafkaPlanState *ps, int64 lo, int64 hi, bool cuttable)
+{
+	int64		range_size = kafka_parallel_range_size > 0 ?
+		kafka_parallel_range_size : KAFKA_MIN_RANGE_RECORDS;
+
+	if (hi <= lo)
+		return;
+	ps->records += (double) (hi - lo);
+	ps->ranges += cuttable ? ceil((double) (hi - lo) / range_size) : 1;
+}
+
 /*
- * Estimate the number of records in the pushed-down ranges from the brokers'
- * watermarks.  Asks the brokers for metadata and offsets.
+ * Estimate the number of records in the pushed-down ranges (and the number
+ * of ranges a parallel scan could make of them) from the brokers'
+ * watermarks, or inside a streaming refresh from the ranges it decided.
  */
-static double
-estimate_records(KafkaPlanState *ps, const KafkaScanBounds *b, Oid userid)
+static void
+estimate_records(KafkaPlanState *ps, const KafkaScanBounds *b, Oid userid, Oid relid)
 {
 	KafkaWatermark *wm;
 	int			n;
-	double		records = 0;
 
+	ps->records = ps->ranges = 0;
 	if (b->empty)
-		return 0;
+		return;
+
+	if (kafka_active_stream && kafka_active_stream->ftable_oid == relid)
+	{
+		KafkaStreamContext *ctx = kafka_active_stream;
+
+		for (int i = 0; i < ctx->nparts; i++)
+			if (kafka_bounds_partition_ok(b, ctx->parts[i].partition))
+				count_range(ps, Max(ctx->parts[i].start, b->offset_lo),
+							Min(ctx->parts[i].end, b->offset_hi),
+							ctx->parts[i].skip_before_ms < 0);
+		return;
+	}
 
 	n = kafka_fetch_watermarks(ps->opts.serverid, userid, ps->opts.topic, &wm);
 	for (int i = 0; i < n; i++)
-	{
-		int64		lo = Max(wm[i].low, b->offset_lo);
-		int64		hi = Min(wm[i].high, b->offset_hi);
-
-		if (kafka_bounds_partition_ok(b, wm[i].partition) && hi > lo)
-			records += (double) (hi - lo);
-	}
-	return records;
+		if (kafka_bounds_partition_ok(b, wm[i].partition))
+			count_range(ps, Max(wm[i].low, b->offset_lo), Min(wm[i].high, b->offset_hi), true);
 }
 
 void
@@ -368,7 +408,7 @@ kafkaGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 
 	userid = OidIsValid(baserel->userid) ? baserel->userid : GetUserId();
 	plan_time_bounds(root, ps, &bounds);
-	ps->records = estimate_records(ps, &bounds, userid);
+	estimate_records(ps, &bounds, userid, foreigntableid);
 
 	baserel->fdw_private = ps;
 	baserel->rows = clamp_row_est(ps->records *
@@ -378,25 +418,71 @@ kafkaGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 	baserel->tuples = ps->records;
 }
 
+/*
+ * Workers for a partial path: as for a table of KAFKA_EST_RECORD_BYTES-byte
+ * records (min_parallel_table_scan_size, max_parallel_workers_per_gather),
+ * and no more than there are ranges to share.
+ */
+static int
+parallel_workers(RelOptInfo *baserel, KafkaPlanState *ps)
+{
+	double		pages = ps->records * KAFKA_EST_RECORD_BYTES / BLCKSZ;
+	int			workers;
+
+	workers = compute_parallel_worker(baserel, Min(pages, (double) MaxBlockNumber),
+									  -1, max_parallel_workers_per_gather);
+	if (workers > ps->ranges - (parallel_leader_participation ? 1 : 0))
+		workers = (int) Max(ps->ranges - (parallel_leader_participation ? 1 : 0), 0);
+	return workers;
+}
+
 void
 kafkaGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
 {
 	KafkaPlanState *ps = baserel->fdw_private;
 	Cost		startup_cost;
 	Cost		run_cost;
+	ForeignPath *path;
 
 	/*
 	 * A round trip to the brokers to start, then the cost of receiving and
-	 * forming each record, which is a few times a heap tuple's.
+	 * forming each record, which is a few times a heap tuple's, of the
+	 * conditions checked locally, and of the target list.
 	 */
-	startup_cost = 100.0;
+	startup_cost = 100.0 + baserel->reltarget->cost.startup;
 	run_cost = ps->records * (cpu_tuple_cost * 4) +
-		baserel->baserestrictcost.per_tuple * ps->records;
+		baserel->baserestrictcost.per_tuple * ps->records +
+		baserel->reltarget->cost.per_tuple * baserel->rows;
 
-	add_path(baserel, (Path *)
-			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
-									 startup_cost, startup_cost + run_cost,
-									 NIL, NULL, NULL, NIL));
+	path = create_foreignscan_path(root, baserel, NULL, baserel->rows,
+								   startup_cost, startup_cost + run_cost,
+								   NIL, NULL, NULL, NIL);
+	path->path.parallel_safe = false;	/* see the comment at the top */
+	add_path(baserel, (Path *) path);
+
+	/*
+	 * The partial path: each participant reads its share of the ranges, so
+	 * rows and run cost are divided as cost_seqscan() divides them.
+	 */
+	if (baserel->consider_parallel && ps->records > 0)
+	{
+		int			workers = parallel_workers(baserel, ps);
+		double		divisor = workers;
+
+		if (workers > 0)
+		{
+			if (parallel_leader_participation && 1.0 - 0.3 * workers > 0)
+				divisor += 1.0 - 0.3 * workers;
+			path = create_foreignscan_path(root, baserel, NULL,
+										   clamp_row_est(baserel->rows / divisor),
+										   startup_cost, startup_cost + run_cost / divisor,
+										   NIL, NULL, NULL, NIL);
+			path->path.parallel_aware = true;
+			path->path.parallel_safe = true;
+			path->path.parallel_workers = workers;
+			add_partial_path(baserel, (Path *) path);
+		}
+	}
 }
 
 /* Attribute numbers the scan must fill: those in the target list and quals. */

@@ -405,6 +405,13 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString)
 	kafka_get_table_options(st.ftable_oid, &opts);
 
 	ctx = plan_refresh(matview, &st, &opts, refresh_time);
+
+	/*
+	 * The view's query may run in parallel, and while parallel mode is on no
+	 * transaction id can be assigned: take it now, for the rows the leader
+	 * inserts (as PostgreSQL's REFRESH has, having created the new heap).
+	 */
+	(void) GetCurrentTransactionId();
 	rows = run_view_query(matview, ctx, queryString);
 	kafka_stream_save_refresh(mv_oid, ctx, (int64) rows, refresh_time);
 

@@ -10,14 +10,26 @@
  *   pushed-down conditions are evaluated, the topic's partitions and their
  *   watermarks are fetched once, and each wanted partition gets a half-open
  *   range [start, end) with end <= the high watermark (the last stable offset
- *   under read_committed) of that moment.  A partition is finished when a
- *   record at offset >= end - 1 arrived, or librdkafka reports the end of the
- *   partition.  The scan therefore always terminates, also on a topic being
- *   written, and never waits for records that do not exist.
+ *   under read_committed) of that moment.  A range is finished when a record
+ *   at offset >= end - 1 arrived, or librdkafka reports the end of the
+ *   partition; its fetcher is then stopped.  The scan therefore always
+ *   terminates, also on a topic being written, and never waits for records
+ *   that do not exist.
+ *
+ * - A parallel scan (parallel.c) captures the ranges once, in the leader,
+ *   and cuts them into work items in shared memory.  Each participant then
+ *   reads a few items at a time with the same machinery as a serial scan:
+ *   its "parts" are slots that are refilled from the work queue whenever a
+ *   batch of messages has been used up.  An item may start or end in the
+ *   middle of a partition.  Refilling only between batches, after the
+ *   finished range's fetcher was stopped, guarantees that no message of a
+ *   previous range of the same partition is taken for one of the new range:
+ *   librdkafka drops messages queued before a stop (their op version is
+ *   outdated), and none is left in our batch.
  *
  * - Records are fetched with librdkafka's legacy per-partition consumer into
  *   a queue owned by this scan, and taken off it in batches.  Messages past a
- *   partition's end (prefetched) are dropped.
+ *   range's end (prefetched) are dropped.
  *
  * - While waiting, the loop wakes at least every KAFKA_POLL_MS to check for
  *   interrupts.  If nothing arrives for kafka_fdw.connect_timeout although
@@ -27,6 +39,10 @@
  *   and the topic handle, releasing the pooled connection) is a memory
  *   context reset callback of the scan's context, so it also runs when the
  *   query fails or is cancelled, not only from EndForeignScan.
+ *
+ * - What was read is counted per range; the counts are handed on (to a
+ *   streaming refresh's context, or to the shared work item) by range_flush,
+ *   in deltas, so that flushing again after more records is harmless.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,13 +61,11 @@
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
-#include "kafka_fdw.h"
-#include "record.h"
-#include "scan_bounds.h"
-#include "stream.h"
+#include "scan.h"
 
 #define KAFKA_BATCH_SIZE 1024	/* messages taken off the queue at once */
 #define KAFKA_POLL_MS 100		/* longest wait between interrupt checks */
+#define KAFKA_PARALLEL_WINDOW 2 /* ranges a parallel participant reads at once */
 
 /* Indexes of the ForeignScan's fdw_private list (see planner.c). */
 enum KafkaPlanPrivate
@@ -61,74 +75,8 @@ enum KafkaPlanPrivate
 	KafkaPrivateCondOps			/* List of KafkaCondOp, one per fdw_exprs */
 };
 
-/* One partition's part of the scan. */
-typedef struct KafkaPartitionScan
-{
-	int32		partition;
-	int64		low;			/* watermarks at scan start */
-	int64		high;
-	int64		start;			/* first offset to read */
-	int64		end;			/* one past the last offset to read */
-	bool		started;		/* fetcher running */
-	bool		done;
-	int64		records;		/* records returned */
-	int64		last_offset;	/* offset of the last record seen, -1 if none */
-	int64		skip_before_ms; /* drop records until one is this recent; -1 */
-} KafkaPartitionScan;
-
-typedef struct KafkaScanState
-{
-	/* set up by BeginForeignScan */
-	KafkaTableOptions opts;
-	KafkaColumn *columns;
-	List	   *cond_columns;
-	List	   *cond_ops;
-	List	   *cond_states;	/* ExprState of each fdw_exprs entry */
-	KafkaRecordConverter conv;
-	MemoryContext scan_cxt;		/* lives until the scan ends */
-	MemoryContext run_cxt;		/* one start of the scan: reset by rescans */
-	MemoryContextCallback cleanup_cb;
-	Oid			userid;
-
-	/* set up when the scan starts */
-	bool		started;
-	KafkaScanBounds bounds;
-	KafkaConnection *conn;
-	rd_kafka_topic_t *rkt;
-	rd_kafka_queue_t *queue;
-	KafkaPartitionScan *parts;
-	int			nparts;
-	int			nactive;		/* partitions not yet done */
-	int		   *part_index;		/* partition id -> index in parts, or -1 */
-	int			part_index_size;
-
-	/* set when this scan feeds a streaming refresh (see stream.h) */
-	KafkaStreamContext *stream;
-	int		   *stream_index;	/* index in parts -> index in stream->parts */
-
-	/* messages taken off the queue, not yet returned */
-	rd_kafka_message_t **batch;
-	int			batch_len;
-	int			batch_pos;
-	rd_kafka_message_t *current;	/* being converted */
-	TimestampTz last_progress;
-
-	/* librdkafka's fetch-queue limits, and whether the queue reached them */
-	size_t		queue_max_msgs; /* queued.min.messages */
-	double		queue_max_bytes;	/* queued.max.messages.kbytes * 1024 */
-	bool		queue_was_full;
-	int64		fetcher_wakeups;	/* for EXPLAIN ANALYZE */
-
-	/* statistics for EXPLAIN ANALYZE and the skip warning */
-	int64		records;
-	int64		bytes;
-	int64		skipped;
-	char	   *first_skip;		/* the lowest skipped record and why */
-	int32		first_skip_partition;
-	int64		first_skip_offset;
-} KafkaScanState;
-
 static void scan_start(ForeignScanState *node, KafkaScanState *st);
+static void participant_refill(KafkaScanState *st);
 static double conf_get_number(rd_kafka_t *rk, const char *name, double dflt);
 static void scan_cleanup(void *arg);
 
@@ -168,8 +116,8 @@ kafkaBeginForeignScan(ForeignScanState *node, int eflags)
 }
 
 /* Evaluate the pushed-down conditions into st->bounds. */
-static void
-evaluate_bounds(ForeignScanState *node, KafkaScanState *st)
+void
+kafka_scan_evaluate_bounds(ForeignScanState *node, KafkaScanState *st)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
 	ListCell   *lc1,
@@ -186,13 +134,14 @@ evaluate_bounds(ForeignScanState *node, KafkaScanState *st)
 		kafka_bounds_apply(&st->bounds, lfirst_int(lc1), lfirst_int(lc2),
 						   value, isnull, exprType((Node *) es->expr));
 	}
+	st->have_bounds = true;
 }
 
-/* Turn the timestamp bound into a start offset per partition. */
+/* Turn the timestamp bound into a start offset per range. */
 static void
-apply_timestamp_bound(KafkaScanState *st)
+apply_timestamp_bound(KafkaScanState *st, KafkaConnection *conn,
+					  KafkaPartitionScan *parts, int n)
 {
-	int			n = st->nparts;
 	int32	   *ids = palloc(sizeof(int32) * Max(n, 1));
 	int64	   *low = palloc(sizeof(int64) * Max(n, 1));
 	int64	   *high = palloc(sizeof(int64) * Max(n, 1));
@@ -200,37 +149,29 @@ apply_timestamp_bound(KafkaScanState *st)
 
 	for (int i = 0; i < n; i++)
 	{
-		ids[i] = st->parts[i].partition;
-		low[i] = st->parts[i].start;
-		high[i] = Max(st->parts[i].start, st->parts[i].end);
+		ids[i] = parts[i].partition;
+		low[i] = parts[i].start;
+		high[i] = Max(parts[i].start, parts[i].end);
 	}
-	kafka_resolve_timestamp(st->conn, st->opts.topic, ids, low, high, n,
+	kafka_resolve_timestamp(conn, st->opts.topic, ids, low, high, n,
 							st->bounds.timestamp_lo_ms, out, NULL);
 	for (int i = 0; i < n; i++)
-		st->parts[i].start = out[i];
+		parts[i].start = out[i];
 }
 
 /*
- * Start the scan: evaluate bounds, capture watermarks, and start a fetcher
- * for every partition that has records in range.
+ * Decide the range of every wanted partition, for bounds already evaluated
+ * (and not empty): from a streaming refresh's context if one is active for
+ * this table, else from the watermarks, asked of the brokers through conn.
+ * Returns the number of ranges; *ranges is palloc'd in the current context,
+ * sorted by partition.  Ranges may be empty (start >= end).
  */
-static void
-scan_start(ForeignScanState *node, KafkaScanState *st)
+int
+kafka_scan_capture(ForeignScanState *node, KafkaScanState *st,
+				   KafkaConnection *conn, KafkaPartitionScan **ranges)
 {
-	MemoryContext old;
-	int32	   *ids;
-	int			nids;
-	int			maxid = -1;
-	rd_kafka_topic_conf_t *tconf;
-	char		errstr[256];
-
-	st->started = true;
-	evaluate_bounds(node, st);
-	if (st->bounds.empty)
-		return;
-
-	old = MemoryContextSwitchTo(st->run_cxt);
-	st->conn = kafka_connection_acquire(st->opts.serverid, st->userid);
+	KafkaPartitionScan *parts;
+	int			n = 0;
 
 	if (kafka_active_stream &&
 		kafka_active_stream->ftable_oid == RelationGetRelid(node->ss.ss_currentRelation))
@@ -240,11 +181,10 @@ scan_start(ForeignScanState *node, KafkaScanState *st)
 
 		st->stream = ctx;
 		ctx->scanned = true;
-		st->parts = palloc0(sizeof(KafkaPartitionScan) * Max(ctx->nparts, 1));
-		st->stream_index = palloc(sizeof(int) * Max(ctx->nparts, 1));
+		parts = palloc0(sizeof(KafkaPartitionScan) * Max(ctx->nparts, 1));
 		for (int i = 0; i < ctx->nparts; i++)
 		{
-			KafkaPartitionScan *ps = &st->parts[st->nparts];
+			KafkaPartitionScan *ps = &parts[n];
 
 			if (!kafka_bounds_partition_ok(&st->bounds, ctx->parts[i].partition))
 				continue;
@@ -252,48 +192,59 @@ scan_start(ForeignScanState *node, KafkaScanState *st)
 			ps->low = ctx->parts[i].start;
 			ps->high = ctx->parts[i].end;
 			ps->skip_before_ms = ctx->parts[i].skip_before_ms;
-			st->stream_index[st->nparts++] = i;
+			ps->stream_index = i;
+			n++;
 		}
 	}
 	else
 	{
-		nids = kafka_topic_partitions(st->conn, st->opts.topic, &ids);
-		st->parts = palloc0(sizeof(KafkaPartitionScan) * Max(nids, 1));
+		int32	   *ids;
+		int			nids = kafka_topic_partitions(conn, st->opts.topic, &ids);
+		KafkaWatermark *wm;
+
+		parts = palloc0(sizeof(KafkaPartitionScan) * Max(nids, 1));
 		for (int i = 0; i < nids; i++)
 			if (kafka_bounds_partition_ok(&st->bounds, ids[i]))
-				st->parts[st->nparts++].partition = ids[i];
+				parts[n++].partition = ids[i];
+		wm = palloc(sizeof(KafkaWatermark) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+			wm[i].partition = parts[i].partition;
+		kafka_topic_watermarks(conn, st->opts.topic, wm, n);
+		for (int i = 0; i < n; i++)
 		{
-			KafkaWatermark *wm = palloc(sizeof(KafkaWatermark) * Max(st->nparts, 1));
-
-			for (int i = 0; i < st->nparts; i++)
-				wm[i].partition = st->parts[i].partition;
-			kafka_topic_watermarks(st->conn, st->opts.topic, wm, st->nparts);
-			for (int i = 0; i < st->nparts; i++)
-			{
-				st->parts[i].low = wm[i].low;
-				st->parts[i].high = wm[i].high;
-				st->parts[i].skip_before_ms = -1;
-			}
+			parts[i].low = wm[i].low;
+			parts[i].high = wm[i].high;
+			parts[i].skip_before_ms = -1;
+			parts[i].stream_index = -1;
 		}
 	}
-	for (int i = 0; i < st->nparts; i++)
+	for (int i = 0; i < n; i++)
 	{
-		KafkaPartitionScan *ps = &st->parts[i];
+		KafkaPartitionScan *ps = &parts[i];
 
+		ps->item = -1;
 		ps->last_offset = -1;
+		ps->ts_min_ms = ps->ts_max_ms = -1;
 		ps->start = Max(ps->low, st->bounds.offset_lo);
 		ps->end = Min(ps->high, st->bounds.offset_hi);
-		maxid = Max(maxid, ps->partition);
 	}
 	if (st->bounds.has_timestamp)
-		apply_timestamp_bound(st);
+		apply_timestamp_bound(st, conn, parts, n);
+	*ranges = parts;
+	return n;
+}
 
-	st->part_index_size = maxid + 1;
+/* Create the topic handle and the queue this backend's fetchers feed. */
+static void
+open_fetch(KafkaScanState *st, int32 max_partition)
+{
+	rd_kafka_topic_conf_t *tconf;
+	char		errstr[256];
+
+	st->part_index_size = max_partition + 1;
 	st->part_index = palloc(sizeof(int) * Max(st->part_index_size, 1));
 	for (int i = 0; i < st->part_index_size; i++)
 		st->part_index[i] = -1;
-	for (int i = 0; i < st->nparts; i++)
-		st->part_index[st->parts[i].partition] = i;
 
 	tconf = rd_kafka_topic_conf_new();
 	if (rd_kafka_topic_conf_set(tconf, "auto.offset.reset", "error",
@@ -303,26 +254,160 @@ scan_start(ForeignScanState *node, KafkaScanState *st)
 	if (st->rkt == NULL)
 		kafka_report_error(st->conn, rd_kafka_last_error(), st->opts.topic);
 	st->queue = rd_kafka_queue_new(st->conn->rk);
-
-	for (int i = 0; i < st->nparts; i++)
-	{
-		KafkaPartitionScan *ps = &st->parts[i];
-
-		if (ps->start >= ps->end)
-		{
-			ps->done = true;
-			continue;
-		}
-		if (rd_kafka_consume_start_queue(st->rkt, ps->partition, ps->start,
-										 st->queue) == -1)
-			kafka_report_error(st->conn, rd_kafka_last_error(), st->opts.topic);
-		ps->started = true;
-		st->nactive++;
-	}
 	st->last_progress = GetCurrentTimestamp();
 	st->queue_max_msgs = (size_t) conf_get_number(st->conn->rk, "queued.min.messages", 100000);
 	st->queue_max_bytes = conf_get_number(st->conn->rk, "queued.max.messages.kbytes", 65536) * 1024;
+}
+
+/* Start fetching the range in slot idx of st->parts (or mark it done if empty). */
+static void
+start_range(KafkaScanState *st, int idx)
+{
+	KafkaPartitionScan *ps = &st->parts[idx];
+
+	st->part_index[ps->partition] = idx;
+	if (ps->start >= ps->end)
+	{
+		ps->done = true;
+		return;
+	}
+	if (rd_kafka_consume_start_queue(st->rkt, ps->partition, ps->start,
+									 st->queue) == -1)
+		kafka_report_error(st->conn, rd_kafka_last_error(), st->opts.topic);
+	ps->started = true;
+	st->nactive++;
+}
+
+/*
+ * Start a serial scan: evaluate bounds, capture watermarks, and start a
+ * fetcher for every partition that has records in range.
+ */
+static void
+scan_start(ForeignScanState *node, KafkaScanState *st)
+{
+	MemoryContext old;
+	int32		maxid = -1;
+
+	st->started = true;
+	kafka_scan_evaluate_bounds(node, st);
+	if (st->bounds.empty)
+		return;
+
+	old = MemoryContextSwitchTo(st->run_cxt);
+	st->conn = kafka_connection_acquire(st->opts.serverid, st->userid);
+	st->nparts = kafka_scan_capture(node, st, st->conn, &st->parts);
+	for (int i = 0; i < st->nparts; i++)
+		maxid = Max(maxid, st->parts[i].partition);
+	open_fetch(st, maxid);
+	for (int i = 0; i < st->nparts; i++)
+		start_range(st, i);
 	MemoryContextSwitchTo(old);
+}
+
+/* Start this backend's part of a parallel scan: claim the first ranges. */
+static void
+participant_start(KafkaScanState *st)
+{
+	MemoryContext old = MemoryContextSwitchTo(st->run_cxt);
+
+	st->started = true;
+	st->conn = kafka_connection_acquire(st->opts.serverid, st->userid);
+	st->parts = palloc0(sizeof(KafkaPartitionScan) * KAFKA_PARALLEL_WINDOW);
+	st->nparts = 0;
+	open_fetch(st, kafka_parallel_max_partition(st));
+	MemoryContextSwitchTo(old);
+	participant_refill(st);
+}
+
+/*
+ * Hand on what a range read since the last flush: to the shared work item
+ * in a parallel scan, to the refresh's context in a serial one.
+ */
+static void
+range_flush(KafkaScanState *st, KafkaPartitionScan *ps)
+{
+	int64		records = ps->records - ps->flushed_records;
+	int64		bytes = ps->bytes - ps->flushed_bytes;
+	int64		skipped = ps->skipped - ps->flushed_skipped;
+
+	if (st->par)
+		kafka_parallel_range_done(st, ps, records, bytes, skipped);
+	else if (st->stream && ps->stream_index >= 0)
+	{
+		KafkaStreamPartition *sp = &st->stream->parts[ps->stream_index];
+
+		sp->scanned_rows += records;
+		sp->skipped_rows += skipped;
+		sp->scanned_bytes += bytes;
+		st->stream->nskipped += skipped;
+		if (ps->ts_min_ms >= 0 && (sp->ts_min_ms < 0 || ps->ts_min_ms < sp->ts_min_ms))
+			sp->ts_min_ms = ps->ts_min_ms;
+		if (ps->ts_max_ms > sp->ts_max_ms)
+			sp->ts_max_ms = ps->ts_max_ms;
+	}
+	ps->flushed_records = ps->records;
+	ps->flushed_bytes = ps->bytes;
+	ps->flushed_skipped = ps->skipped;
+	ps->flushed = ps->done;
+}
+
+/* Hand on the counts of every range of this backend (at shutdown, end or rescan). */
+void
+kafka_scan_flush(KafkaScanState *st)
+{
+	for (int i = 0; i < st->nparts; i++)
+		if (!st->parts[i].flushed)
+			range_flush(st, &st->parts[i]);
+}
+
+/*
+ * Between batches: hand on finished ranges and claim new ones until
+ * KAFKA_PARALLEL_WINDOW ranges are being read.  A claimed range of a
+ * partition this backend is still reading waits (st->pending) until that
+ * one is finished: a partition has one fetcher per handle.
+ */
+static void
+participant_refill(KafkaScanState *st)
+{
+	while (st->nactive < KAFKA_PARALLEL_WINDOW)
+	{
+		KafkaPartitionScan range;
+		int			slot;
+
+		if (st->has_pending)
+		{
+			if (st->part_index[st->pending.partition] >= 0)
+				break;			/* still reading that partition */
+			range = st->pending;
+			st->has_pending = false;
+		}
+		else if (!kafka_parallel_claim(st, &range))
+			break;
+		else if (range.partition >= st->part_index_size)
+			elog(ERROR, "work item for partition %d beyond the announced maximum %d",
+				 (int) range.partition, st->part_index_size - 1);
+		else if (st->part_index[range.partition] >= 0)
+		{
+			st->pending = range;
+			st->has_pending = true;
+			break;
+		}
+
+		/* a free slot: never used, or finished (its counts handed on) */
+		for (slot = 0; slot < st->nparts; slot++)
+			if (st->parts[slot].done)
+				break;
+		if (slot == st->nparts)
+		{
+			if (st->nparts == KAFKA_PARALLEL_WINDOW)
+				elog(ERROR, "no free slot for a parallel Kafka range");
+			st->nparts++;
+		}
+		else if (!st->parts[slot].flushed)
+			range_flush(st, &st->parts[slot]);
+		st->parts[slot] = range;
+		start_range(st, slot);
+	}
 }
 
 /* A numeric librdkafka property of the handle, or dflt. */
@@ -355,7 +440,7 @@ conf_get_number(rd_kafka_t *rk, const char *name, double dflt)
 static void
 wake_fetchers(KafkaScanState *st)
 {
-	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(st->nactive);
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(Max(st->nactive, 1));
 
 	for (int i = 0; i < st->nparts; i++)
 		if (st->parts[i].started && !st->parts[i].done)
@@ -368,14 +453,23 @@ wake_fetchers(KafkaScanState *st)
 	st->fetcher_wakeups++;
 }
 
+/*
+ * A range is finished: stop its fetcher (messages of it still queued become
+ * outdated and are dropped by librdkafka) and stop mapping its partition.
+ */
 static void
 partition_done(KafkaScanState *st, KafkaPartitionScan *ps)
 {
-	if (!ps->done)
+	if (ps->done)
+		return;
+	ps->done = true;
+	st->nactive--;
+	if (ps->started)
 	{
-		ps->done = true;
-		st->nactive--;
+		rd_kafka_consume_stop(st->rkt, ps->partition);
+		ps->started = false;
 	}
+	st->part_index[ps->partition] = -1;
 }
 
 /* The Kafka timestamp of a message in ms, -1 if none, and its type letter. */
@@ -390,22 +484,26 @@ message_timestamp(const rd_kafka_message_t *msg, char *type)
 	return tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ms;
 }
 
-/* Count a record read for a streaming refresh. */
+/* Count a record returned. */
 static void
-stream_record_read(KafkaScanState *st, int idx, const rd_kafka_message_t *msg)
+range_record_read(KafkaScanState *st, KafkaPartitionScan *ps, const rd_kafka_message_t *msg)
 {
-	KafkaStreamPartition *sp = &st->stream->parts[st->stream_index[idx]];
-	char		type;
-	int64		ms = message_timestamp(msg, &type);
-
-	sp->scanned_rows++;
-	sp->scanned_bytes += msg->len + msg->key_len;
-	if (ms >= 0)
+	ps->records++;
+	ps->bytes += msg->len + msg->key_len;
+	st->records++;
+	st->bytes += msg->len + msg->key_len;
+	if (ps->stream_index >= 0)
 	{
-		if (sp->ts_min_ms < 0 || ms < sp->ts_min_ms)
-			sp->ts_min_ms = ms;
-		if (ms > sp->ts_max_ms)
-			sp->ts_max_ms = ms;
+		char		type;
+		int64		ms = message_timestamp(msg, &type);
+
+		if (ms >= 0)
+		{
+			if (ps->ts_min_ms < 0 || ms < ps->ts_min_ms)
+				ps->ts_min_ms = ms;
+			if (ms > ps->ts_max_ms)
+				ps->ts_max_ms = ms;
+		}
 	}
 }
 
@@ -424,17 +522,14 @@ prefix_bytes(const void *data, size_t len)
 	}
 }
 
-/* Record a record skipped during a streaming refresh, for the error log. */
+/* Record a record skipped during a serial streaming refresh, for the error log. */
 static void
 stream_record_skip(KafkaScanState *st, const rd_kafka_message_t *msg, const char *reason)
 {
 	KafkaStreamContext *ctx = st->stream;
-	int			idx = st->part_index[msg->partition];
 	MemoryContext old;
 	KafkaSkippedRecord *r;
 
-	ctx->parts[st->stream_index[idx]].skipped_rows++;
-	ctx->nskipped++;
 	if (list_length(ctx->skipped) >= KAFKA_MAX_LOGGED_SKIPS)
 		return;
 	old = MemoryContextSwitchTo(ctx->cxt);
@@ -449,11 +544,33 @@ stream_record_skip(KafkaScanState *st, const rd_kafka_message_t *msg, const char
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * Remember a skipped record for the warning if it is the lowest (partition,
+ * offset) so far: partitions arrive interleaved in no fixed order, and the
+ * lowest makes the warning reproducible.  'text' is copied.
+ */
+void
+kafka_scan_note_skip(KafkaScanState *st, int32 partition, int64 offset, const char *text)
+{
+	if (st->first_skip == NULL || partition < st->first_skip_partition ||
+		(partition == st->first_skip_partition && offset < st->first_skip_offset))
+	{
+		if (st->first_skip)
+			pfree(st->first_skip);
+		st->first_skip = MemoryContextStrdup(st->scan_cxt, text);
+		st->first_skip_partition = partition;
+		st->first_skip_offset = offset;
+	}
+}
+
 /* Apply on_error to a record that could not be converted. */
 static void
-record_conversion_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
-						 const char *reason, bool oversized)
+record_conversion_failed(KafkaScanState *st, KafkaPartitionScan *ps,
+						 const rd_kafka_message_t *msg, const char *reason,
+						 bool oversized)
 {
+	char	   *text;
+
 	if (st->opts.on_error_fail)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
@@ -464,26 +581,19 @@ record_conversion_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
 				 errhint("Raise kafka_fdw.max_record_size, or set the table option on_error to 'skip'.") :
 				 errhint("Declare the column as bytea to read the raw bytes, or set the table option on_error to 'skip'.")));
 
-	/*
-	 * Partitions arrive interleaved in no fixed order; report the lowest
-	 * (partition, offset) skipped so that the warning is reproducible.
-	 */
 	st->skipped++;
-	if (st->stream)
-		stream_record_skip(st, msg, reason);
-	if (st->first_skip == NULL || msg->partition < st->first_skip_partition ||
-		(msg->partition == st->first_skip_partition &&
-		 msg->offset < st->first_skip_offset))
+	ps->skipped++;
+	text = psprintf("partition %d, offset " INT64_FORMAT ". %s",
+					(int) msg->partition, (int64) msg->offset, reason);
+	if (st->par)
+		kafka_parallel_log_skip(st, msg, reason, text);
+	else
 	{
-		if (st->first_skip)
-			pfree(st->first_skip);
-		st->first_skip = MemoryContextStrdup(st->scan_cxt,
-											 psprintf("partition %d, offset " INT64_FORMAT ". %s",
-													  (int) msg->partition,
-													  (int64) msg->offset, reason));
-		st->first_skip_partition = msg->partition;
-		st->first_skip_offset = msg->offset;
+		if (st->stream)
+			stream_record_skip(st, msg, reason);
+		kafka_scan_note_skip(st, msg->partition, msg->offset, text);
 	}
+	pfree(text);
 }
 
 /*
@@ -505,8 +615,8 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 	{
 		if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
 		{
-			/* the log ends here: nothing more can come for this partition */
-			if (ps)
+			/* the log ends here: nothing more can come for this range */
+			if (ps && msg->offset >= ps->start)
 				partition_done(st, ps);
 			return false;
 		}
@@ -533,7 +643,8 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 		return false;
 	}
 
-	if (ps == NULL || ps->done || msg->offset < ps->start)
+	if (ps == NULL || ps->done || msg->offset < ps->start ||
+		msg->offset <= ps->last_offset)
 		return false;
 	if (msg->offset >= ps->end)
 	{
@@ -560,7 +671,7 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 
 	if (msg->len + msg->key_len > (size_t) kafka_max_record_size)
 	{
-		record_conversion_failed(st, msg,
+		record_conversion_failed(st, ps, msg,
 								 psprintf("The record of %zu bytes exceeds kafka_fdw.max_record_size (%d bytes).",
 										  msg->len + msg->key_len, kafka_max_record_size),
 								 true);
@@ -570,15 +681,11 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 	ExecClearTuple(slot);
 	if (!kafka_record_to_datums(&st->conv, msg, slot->tts_values, slot->tts_isnull))
 	{
-		record_conversion_failed(st, msg, st->conv.error, false);
+		record_conversion_failed(st, ps, msg, st->conv.error, false);
 		return false;
 	}
 	ExecStoreVirtualTuple(slot);
-	ps->records++;
-	st->records++;
-	st->bytes += msg->len + msg->key_len;
-	if (st->stream)
-		stream_record_read(st, idx, msg);
+	range_record_read(st, ps, msg);
 	return true;
 }
 
@@ -589,7 +696,14 @@ kafkaIterateForeignScan(ForeignScanState *node)
 	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
 
 	if (!st->started)
-		scan_start(node, st);
+	{
+		if (kafka_parallel_detached(st))
+			return ExecClearTuple(slot);	/* the parallel scan was shut down */
+		if (kafka_parallel_active(st))
+			participant_start(st);
+		else
+			scan_start(node, st);
+	}
 
 	for (;;)
 	{
@@ -608,6 +722,8 @@ kafkaIterateForeignScan(ForeignScanState *node)
 		}
 		st->batch_len = st->batch_pos = 0;
 
+		if (st->par && st->conn)
+			participant_refill(st);
 		if (st->nactive == 0)
 			return ExecClearTuple(slot);
 
@@ -662,7 +778,8 @@ kafkaIterateForeignScan(ForeignScanState *node)
 /*
  * Release everything librdkafka-side.  Runs from EndForeignScan, from
  * ReScan, and as the reset callback of the scan's memory context when the
- * query errors out; must not throw.
+ * query errors out; must not throw, and must not touch shared memory (which
+ * may be gone on error).
  */
 static void
 scan_cleanup(void *arg)
@@ -704,11 +821,14 @@ scan_cleanup(void *arg)
 	}
 }
 
-/* Warn once per scan about records skipped under on_error 'skip'. */
+/*
+ * Warn once per scan about records skipped under on_error 'skip'.  A
+ * parallel worker does not warn: the leader warns for all participants.
+ */
 static void
 report_skipped(KafkaScanState *st)
 {
-	if (st->skipped > 0)
+	if (st->skipped > 0 && !IsParallelWorker())
 		ereport(WARNING,
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 				 errmsg("skipped " INT64_FORMAT " Kafka record(s) of topic \"%s\" that could not be converted",
@@ -717,21 +837,58 @@ report_skipped(KafkaScanState *st)
 				 errhint("Declare the columns as bytea to read such records, or set the table option on_error to 'fail'.")));
 }
 
+/*
+ * End of a scan's run before a rescan or the end: hand on the counts, and in
+ * a parallel scan let parallel.c collect what all participants read.
+ */
+static void
+scan_finish(KafkaScanState *st)
+{
+	kafka_scan_flush(st);
+	if (st->par)
+		kafka_parallel_finish(st);
+}
+
+/*
+ * Called in every participant when the plan's execution is complete (and
+ * before the parallel query's shared memory goes away).
+ */
+void
+kafkaShutdownForeignScan(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+
+	if (st != NULL)
+		scan_finish(st);
+}
+
 void
 kafkaReScanForeignScan(ForeignScanState *node)
 {
 	KafkaScanState *st = node->fdw_state;
 
+	/*
+	 * In a parallel scan, ReInitializeDSMForeignScan has already collected
+	 * the previous run and published the new work; only local state is
+	 * reset here.
+	 */
+	if (!st->par)
+		kafka_scan_flush(st);
 	scan_cleanup(st);
 	report_skipped(st);
 	MemoryContextReset(st->run_cxt);
 	st->parts = NULL;
 	st->part_index = NULL;
-	st->stream_index = NULL;
 	st->part_index_size = 0;
 	st->started = false;
+	if (!st->par)
+		st->have_bounds = false;
 	st->nparts = st->nactive = 0;
 	st->records = st->bytes = st->skipped = 0;
+	st->fetcher_wakeups = 0;
+	st->queue_was_full = false;
+	if (st->first_skip)
+		pfree(st->first_skip);
 	st->first_skip = NULL;
 }
 
@@ -742,6 +899,7 @@ kafkaEndForeignScan(ForeignScanState *node)
 
 	if (st == NULL)
 		return;
+	scan_finish(st);
 	scan_cleanup(st);
 	report_skipped(st);
 	MemoryContextDelete(st->scan_cxt);
@@ -763,7 +921,7 @@ kafkaExplainForeignScan(ForeignScanState *node, ExplainState *es)
 
 	ExplainPropertyText("Kafka Topic", st->opts.topic, es);
 
-	if (st->started)
+	if (st->have_bounds)
 		b = st->bounds;
 	else
 	{
@@ -800,7 +958,14 @@ kafkaExplainForeignScan(ForeignScanState *node, ExplainState *es)
 		ExplainPropertyText("Kafka Run-Time Conditions",
 							"evaluated when the scan starts", es);
 
-	if (es->analyze && st->started)
+	if (!es->analyze)
+		return;
+	if (st->par)
+	{
+		kafka_parallel_explain(st, es);
+		return;
+	}
+	if (st->started)
 	{
 		ExplainPropertyInteger("Kafka Records", NULL, st->records, es);
 		ExplainPropertyInteger("Kafka Bytes", NULL, st->bytes, es);
@@ -817,7 +982,8 @@ kafkaExplainForeignScan(ForeignScanState *node, ExplainState *es)
 				ExplainPropertyText(psprintf("Kafka Partition %d", ps->partition),
 									psprintf("offsets [" INT64_FORMAT ", " INT64_FORMAT
 											 ") of [" INT64_FORMAT ", " INT64_FORMAT "): " INT64_FORMAT " records",
-											 ps->start, ps->end, ps->low, ps->high, ps->records),
+											 ps->start, ps->end, ps->low, ps->high,
+											 ps->records),
 									es);
 			}
 		}

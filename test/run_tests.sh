@@ -17,6 +17,16 @@
 #   PG_PRELOAD=kafka_fdw    shared_preload_libraries ('' to disable)
 #   KAFKA_FDW_SKIP_BUILD=1  developer-only: do not build/install the extension and skip pg_regress
 #                           (harness work while src/ does not compile); .ci/run never sets it
+#   KAFKA_FDW_FORCE_PARALLEL=1  run the scripted tests with parallel plans forced wherever they are allowed
+#                           (parallel_setup_cost = 0, parallel_tuple_cost = 0, min_parallel_table_scan_size = 0,
+#                           added to postgresql.conf after pg_regress, whose expected plans are the default ones;
+#                           sql/09_parallel forces them itself): scans and streaming refreshes then run as
+#                           Gather over Parallel Foreign Scan
+#   PG_BINDIR=DIR           the PostgreSQL 15 to build against, install into and run (default
+#                           /usr/lib/postgresql/15/bin).  pg_config reports paths relative to its binary, so a
+#                           relocated copy (cp -a /usr/lib/postgresql and /usr/share/postgresql to X/usr/lib and
+#                           X/usr/share, ln -s /usr/include X/usr/include) keeps test runs out of the system dirs
+#   TMPDIR=DIR              where the work dir is made (default /tmp)
 #
 # Scripted tests are run with bash, stdin from /dev/null, cwd = repo root, and get in the environment:
 # PGHOST PGPORT PGUSER PGDATA KAFKA_BROKERS BROKER_STATE BROKER REPO_ROOT TEST_TMP (own scratch dir).
@@ -198,6 +208,16 @@ fi
 # ---------------------------------------------------------------------------------------------------
 # 7. Scripted tests
 # ---------------------------------------------------------------------------------------------------
+if [ "${KAFKA_FDW_FORCE_PARALLEL:-0}" = 1 ] && [ ${#SCRIPTED_SEL[@]} -gt 0 ]; then
+    log "KAFKA_FDW_FORCE_PARALLEL=1: parallel plans forced for the scripted tests"
+    as_pg tee -a "$PGDATA/postgresql.conf" >/dev/null <<'EOF'
+# --- added by test/run_tests.sh (KAFKA_FDW_FORCE_PARALLEL=1)
+parallel_setup_cost = 0
+parallel_tuple_cost = 0
+min_parallel_table_scan_size = 0
+EOF
+    as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" reload >/dev/null || fail_stage "reload PostgreSQL with parallel plans forced"
+fi
 for t in "${SCRIPTED_SEL[@]}"; do
     name="$(basename "$t" .sh)"
     TEST_TMP="$WORK_DIR/t/$name"

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# bench/parallel_bench.sh — a decode-heavy scan with 2 parallel workers against the same scan without
+# parallelism, side by side in one run (SPEC §6: "parallel: 2 workers ≥ 1.5 × serial on a decode-heavy
+# scan").
+#
+#   bash bench/parallel_bench.sh
+#
+# On a fresh Debian 12 machine (as root) it installs the packages it needs, builds and installs the
+# extension and the test broker, starts its own test broker (1 broker) and a throwaway PostgreSQL in a
+# temp dir (both stopped and removed at exit), creates a topic of PARTITIONS partitions, fills it with
+# RECORDS records of ~VALUE_BYTES-byte JSON values, checks that nothing was lost to the mock broker's
+# retention, prints the plans the planner chooses by itself (default costs), and then measures, RUNS
+# times each (interleaved, after one uncounted warm-up round), the wall time of
+#   psql -c "SET max_parallel_workers_per_gather = W; SELECT count(*), sum((kafka.json_parse(kafka_value)->>'id')::bigint) FROM s.topic"
+# for W = 0 (serial: Foreign Scan) and W = WORKERS (Gather over Parallel Foreign Scan), checking every
+# run's answer (count = RECORDS, and the same sum in both modes).  It prints both medians and the ratio.
+# Exits non-zero on a wrong answer or if a plan is not the one intended.
+#
+# Environment: RECORDS (1000000), PARTITIONS (64), VALUE_BYTES (150), RUNS (5), WORKERS (2),
+# TOPIC (parallel_bench), KEEP_TMP=1 keeps the temp dir (logs), PG_EXTRA_CONF adds postgresql.conf lines,
+# PG_BINDIR another PostgreSQL 15 installation, TMPDIR where the temp dir goes.
+set -euo pipefail
+export LC_ALL=C.UTF-8
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT
+cd "$REPO_ROOT"
+# shellcheck source=test/lib.sh
+. "$REPO_ROOT/test/lib.sh"
+
+RECORDS="${RECORDS:-1000000}"
+PARTITIONS="${PARTITIONS:-64}"
+VALUE_BYTES="${VALUE_BYTES:-150}"
+RUNS="${RUNS:-5}"
+WORKERS="${WORKERS:-2}"
+TOPIC="${TOPIC:-parallel_bench}"
+DB=parallel_bench
+SCHEMA=s
+
+for v in RECORDS PARTITIONS VALUE_BYTES RUNS WORKERS; do
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+[[ "$TOPIC" =~ ^[a-z_][a-z0-9_]*$ ]] || die "TOPIC must be a plain lower-case identifier (got '$TOPIC')"
+
+# ---------------------------------------------------------------------------------------------------
+# Setup
+# ---------------------------------------------------------------------------------------------------
+# shellcheck disable=SC2119  # (no arguments: the default package list)
+ensure_packages
+lib_trap
+make_workdir
+build_extension
+build_broker
+
+PG_EXTRA_CONF="max_parallel_workers = $((WORKERS > 8 ? WORKERS : 8))
+${PG_EXTRA_CONF:-}"
+start_broker "$WORK_DIR/broker" --brokers 1
+start_postgres "$WORK_DIR/pg"
+pg_install_extension "$DB" >/dev/null
+
+log "topic $TOPIC: $PARTITIONS partitions, filling $RECORDS records of ~$VALUE_BYTES-byte values"
+broker_ctl create "$TOPIC" "$PARTITIONS" >/dev/null
+fill_start=$(now_ms)
+broker_ctl fill "$TOPIC" "$RECORDS" "$VALUE_BYTES" >/dev/null
+log "filled in $(elapsed_ms "$fill_start") ms"
+
+# Every partition must still start at offset 0 and the highs must add up to RECORDS (the mock keeps only
+# the newest ~5 MiB per partition).
+wm="$(broker_ctl watermarks "$TOPIC")"
+[[ "$wm" == ok* ]] || die "watermarks: $wm"
+read -r lows total <<<"$(tr ' ' '\n' <<<"${wm#ok }" |
+    awk -F: 'NF == 3 { if ($2 != 0) nz++; s += $3 } END { printf "%d %d\n", nz, s }')"
+if [ "$lows" -ne 0 ] || [ "$total" -ne "$RECORDS" ]; then
+    die "retention lost records: $lows partition(s) with low > 0, highs sum to $total, not $RECORDS" \
+        "(use more PARTITIONS: about RECORDS * (VALUE_BYTES + 10) / 5 MiB at least)"
+fi
+log "watermarks ok: all lows 0, highs sum to $total"
+
+psql_q -d "$DB" -c "SELECT kafka.create_external_schema('$SCHEMA', brokers => '$KAFKA_BROKERS')" >/dev/null
+psql_q -d "$DB" -c "SELECT 1 FROM $SCHEMA.$TOPIC LIMIT 0" >/dev/null \
+    || die "foreign table $SCHEMA.$TOPIC was not created"
+
+Q="SELECT count(*), sum((kafka.json_parse(kafka_value)->>'id')::bigint) FROM $SCHEMA.$TOPIC"
+
+# The planner's own choice with the default costs, then the two plans measured.
+plan() { psql_q -d "$DB" -c "SET max_parallel_workers_per_gather = $1" -c "EXPLAIN (COSTS OFF) $Q"; }
+log "plan with the default settings (max_parallel_workers_per_gather = $WORKERS):"
+plan "$WORKERS" | sed 's/^/    /' >&2
+plan "$WORKERS" | grep -q "Parallel Foreign Scan" || die "the planner did not choose a parallel plan by itself"
+plan 0 | grep -q "Parallel" && die "max_parallel_workers_per_gather = 0 still gave a parallel plan"
+log "plan with max_parallel_workers_per_gather = 0:"
+plan 0 | sed 's/^/    /' >&2
+log "EXPLAIN ANALYZE of the parallel plan (records per participant):"
+psql_q -d "$DB" -c "SET max_parallel_workers_per_gather = $WORKERS" \
+    -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) $Q" | sed 's/^/    /' >&2
+
+# ---------------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------------
+# time_cmd OUTFILE CMD... — run CMD with stdout to OUTFILE, print the wall time in ms (3 decimals).
+time_cmd() {
+    local out="$1" t0 t1; shift
+    t0=$EPOCHREALTIME
+    "$@" >"$out" 2>>"$WORK_DIR/bench-stderr.log" || { log "failed: $*"; tail -n 20 "$WORK_DIR/bench-stderr.log" >&2; exit 1; }
+    t1=$EPOCHREALTIME
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) * 1000 }'
+}
+run_with() { psql -X -v ON_ERROR_STOP=1 -qAt -F ' ' -d "$DB" -c "SET max_parallel_workers_per_gather = $1" -c "$Q"; }
+run_serial()   { run_with 0; }
+run_parallel() { run_with "$WORKERS"; }
+
+OUT="$WORK_DIR/out"
+SUM=""
+check_output() {
+    local got sum
+    read -r got sum <"$OUT"
+    [ "$got" = "$RECORDS" ] || die "$1 run counted '$got' records, expected $RECORDS"
+    [ -n "$SUM" ] || SUM="$sum"
+    [ "$sum" = "$SUM" ] || die "$1 run summed $sum, another run $SUM"
+}
+
+declare -A TIMES=()
+for round in $(seq 0 "$RUNS"); do
+    line=""
+    for what in serial parallel; do
+        t="$(time_cmd "$OUT" "run_$what")"
+        check_output "$what"
+        [ "$round" -eq 0 ] || TIMES[$what]+="$t "
+        line+=" $what=${t%.*}ms"
+    done
+    if [ "$round" -eq 0 ]; then log "warm-up (not counted):$line"
+    else log "round $round/$RUNS:$line"; fi
+done
+
+# median LIST — median of whitespace-separated numbers.
+median() {
+    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.1f\n", v[(NR + 1) / 2];
+                                  else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+ser="$(median "${TIMES[serial]}")"
+par="$(median "${TIMES[parallel]}")"
+ratio="$(awk -v a="$ser" -v b="$par" 'BEGIN { printf "%.2f", a / b }')"
+verdict="$(awk -v r="$ratio" 'BEGIN { print (r >= 1.5 ? "met" : "NOT met") }')"
+
+echo
+echo "kafka_fdw parallel scan benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, librdkafka $(pkg-config --modversion rdkafka 2>/dev/null || echo '?'), $("$PG_BINDIR/postgres" --version)"
+echo "topic: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte JSON values, 1 test broker; $RUNS runs each, median wall time"
+echo "query: $Q"
+echo
+printf '%-44s %10s %12s   %s\n' "what" "median ms" "records/s" "runs (ms)"
+printf '%-44s %10s %12s   %s\n' "--------------------------------------------" "---------" "----------" "---------"
+for what in serial parallel; do
+    m="$ser"; label="serial (max_parallel_workers_per_gather = 0)"
+    if [ "$what" = parallel ]; then m="$par"; label="parallel ($WORKERS workers + leader)"; fi
+    printf '%-44s %10s %12s   %s\n' "$label" "$m" \
+        "$(awk -v n="$RECORDS" -v ms="$m" 'BEGIN { printf "%d", n / (ms / 1000) }')" \
+        "$(tr ' ' '\n' <<<"${TIMES[$what]}" | awk 'NF { printf "%s%.0f", s, $1; s = " " }')"
+done
+echo
+echo "serial / parallel = $ratio (target >= 1.5: $verdict)"
