@@ -22,6 +22,8 @@ export REPO_ROOT
 cd "$REPO_ROOT"
 # shellcheck source=test/lib.sh
 . "$REPO_ROOT/test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$REPO_ROOT/bench/lib.sh"
 
 RATE="${RATE:-10000}"
 SECONDS_TO_RUN="${DURATION:-30}"
@@ -30,19 +32,11 @@ INTERVAL="${INTERVAL:-100ms}"
 TOPIC=freshness
 DB=freshness
 
-# shellcheck disable=SC2119
-ensure_packages
-lib_trap
-make_workdir
-build_extension
-build_broker
 PG_EXTRA_CONF="${PG_EXTRA_CONF:-}
 track_commit_timestamp = on
 kafka_fdw.auto_refresh_interval = '$INTERVAL'"
 export PG_EXTRA_CONF
-start_broker "$WORK_DIR/broker" --brokers 1 >/dev/null
-start_postgres "$WORK_DIR/pg" >/dev/null
-pg_install_extension "$DB" >/dev/null
+bench_start "$DB"
 broker_ctl create "$TOPIC" "$PARTITIONS" >/dev/null
 
 psql_q -d "$DB" >/dev/null <<SQL

@@ -26,6 +26,8 @@ export REPO_ROOT
 cd "$REPO_ROOT"
 # shellcheck source=test/lib.sh
 . "$REPO_ROOT/test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$REPO_ROOT/bench/lib.sh"
 
 RECORDS="${RECORDS:-1000000}"
 PARTITIONS="${PARTITIONS:-64}"
@@ -44,36 +46,12 @@ done
 # ---------------------------------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------------------------------
-# shellcheck disable=SC2119  # (no arguments: the default package list)
-ensure_packages
-lib_trap
-make_workdir
-build_extension
-build_broker
-
 PG_EXTRA_CONF="max_parallel_workers = $((WORKERS > 8 ? WORKERS : 8))
 ${PG_EXTRA_CONF:-}"
-start_broker "$WORK_DIR/broker" --brokers 1
-start_postgres "$WORK_DIR/pg"
-pg_install_extension "$DB" >/dev/null
+export PG_EXTRA_CONF
+bench_start "$DB"
 
-log "topic $TOPIC: $PARTITIONS partitions, filling $RECORDS records of ~$VALUE_BYTES-byte values"
-broker_ctl create "$TOPIC" "$PARTITIONS" >/dev/null
-fill_start=$(now_ms)
-broker_ctl fill "$TOPIC" "$RECORDS" "$VALUE_BYTES" >/dev/null
-log "filled in $(elapsed_ms "$fill_start") ms"
-
-# Every partition must still start at offset 0 and the highs must add up to RECORDS (the mock keeps only
-# the newest ~5 MiB per partition).
-wm="$(broker_ctl watermarks "$TOPIC")"
-[[ "$wm" == ok* ]] || die "watermarks: $wm"
-read -r lows total <<<"$(tr ' ' '\n' <<<"${wm#ok }" |
-    awk -F: 'NF == 3 { if ($2 != 0) nz++; s += $3 } END { printf "%d %d\n", nz, s }')"
-if [ "$lows" -ne 0 ] || [ "$total" -ne "$RECORDS" ]; then
-    die "retention lost records: $lows partition(s) with low > 0, highs sum to $total, not $RECORDS" \
-        "(use more PARTITIONS: about RECORDS * (VALUE_BYTES + 10) / 5 MiB at least)"
-fi
-log "watermarks ok: all lows 0, highs sum to $total"
+bench_fill_topic "$TOPIC" "$PARTITIONS" "$RECORDS" "$VALUE_BYTES"
 
 psql_q -d "$DB" -c "SELECT kafka.create_external_schema('$SCHEMA', brokers => '$KAFKA_BROKERS')" >/dev/null
 psql_q -d "$DB" -c "SELECT 1 FROM $SCHEMA.$TOPIC LIMIT 0" >/dev/null \

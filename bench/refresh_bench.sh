@@ -25,6 +25,8 @@ export REPO_ROOT
 cd "$REPO_ROOT"
 # shellcheck source=test/lib.sh
 . "$REPO_ROOT/test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$REPO_ROOT/bench/lib.sh"
 
 RECORDS="${RECORDS:-1000000}"
 PARTITIONS="${PARTITIONS:-64}"
@@ -34,34 +36,16 @@ TOPIC=refresh_bench
 SMALL_TOPIC=refresh_bench_small
 DB=refresh_bench
 
-# shellcheck disable=SC2119
-ensure_packages
-lib_trap
-make_workdir
-build_extension
-build_broker
 PG_EXTRA_CONF="${PG_EXTRA_CONF:-}
 shared_buffers = '512MB'
 max_wal_size = '4GB'
 checkpoint_timeout = '30min'"
 export PG_EXTRA_CONF
-start_broker "$WORK_DIR/broker" --brokers 1 >/dev/null
-start_postgres "$WORK_DIR/pg" >/dev/null
-pg_install_extension "$DB" >/dev/null
+bench_start "$DB"
 chmod 777 "$WORK_DIR"
 
-log "filling $TOPIC: $RECORDS records of ~$VALUE_BYTES bytes over $PARTITIONS partitions"
-broker_ctl create "$TOPIC" "$PARTITIONS" >/dev/null
-broker_ctl fill "$TOPIC" "$RECORDS" "$VALUE_BYTES" >/dev/null
-broker_ctl create "$SMALL_TOPIC" "$PARTITIONS" >/dev/null
-broker_ctl fill "$SMALL_TOPIC" $((RECORDS / 4)) "$VALUE_BYTES" >/dev/null
-total=0
-for wm in $(broker_ctl watermarks "$TOPIC" | cut -d' ' -f2-); do
-    IFS=: read -r _ low high <<<"$wm"
-    [ "$low" = 0 ] || die "the broker's retention deleted records of partition ${wm%%:*}: use more partitions"
-    total=$((total + high))
-done
-[ "$total" = "$RECORDS" ] || die "topic holds $total records, expected $RECORDS"
+bench_fill_topic "$TOPIC" "$PARTITIONS" "$RECORDS" "$VALUE_BYTES"
+bench_fill_topic "$SMALL_TOPIC" "$PARTITIONS" $((RECORDS / 4)) "$VALUE_BYTES"
 
 COLUMNS_SQL="kafka_partition, kafka_offset, kafka_timestamp_type, kafka_timestamp, kafka_key, kafka_value, kafka_headers, refresh_time"
 psql_q -d "$DB" >/dev/null <<SQL
