@@ -399,7 +399,7 @@ validate_option_value(DefElem *def)
 	{
 		if (value[0] == '\0')
 			ereport(ERROR,
-					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
 					 errmsg("option \"%s\" must not be empty", def->defname)));
 	}
 	else if (strcmp(def->defname, "authentication") == 0)
@@ -630,7 +630,8 @@ validate_server_options(List *options)
 		else if (strcmp(def->defname, "tls") == 0)
 		{
 			have_tls = true;
-			tls = defGetBoolean(def);
+			/* validate_option_value() accepted it with the same parser */
+			(void) parse_bool(defGetString(def), &tls);
 		}
 		else if (strcmp(def->defname, "ssl_ca_file") == 0)
 			have_ca = true;
@@ -926,8 +927,9 @@ build_auth(ConfBuilder *b, KafkaAuthConfig *auth)
 	const char *ca = server_option(b->server, "ssl_ca_file");
 	const char *v;
 
-	if (tls_opt && !parse_bool(tls_opt, &tls))
-		tls = true;
+	/* validated with parse_bool() by the validator */
+	if (tls_opt)
+		(void) parse_bool(tls_opt, &tls);
 
 	switch (b->mode)
 	{

@@ -538,6 +538,7 @@ kafkaReInitializeDSMForeignScan(ForeignScanState *node, ParallelContext *pcxt,
 	kafka_scan_flush(st);
 	participant_finish(st);
 	collect(st);
+	st->nparts = 0;				/* flushed: never merge them into new items */
 
 	if (DsaPointerIsValid(sh->items_dp) && area != NULL)
 		dsa_free(area, sh->items_dp);
@@ -644,7 +645,7 @@ kafka_parallel_range_done(KafkaScanState *st, KafkaPartitionScan *ps,
 	KafkaWorkItem *it;
 	KafkaParticipantStats *me;
 
-	if (sh == NULL || ps->item < 0 || ps->item >= par->nitems)
+	if (sh == NULL || par->items == NULL || ps->item < 0 || ps->item >= par->nitems)
 		return;
 	it = &par->items[ps->item];
 	me = &sh->participants[par->participant];
@@ -729,6 +730,7 @@ kafka_parallel_finish(KafkaScanState *st)
 		collect(st);
 		par->shared = NULL;
 		par->items = NULL;
+		st->nparts = 0;			/* flushed: a rescan must not add them again */
 	}
 }
 
