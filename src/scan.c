@@ -37,8 +37,9 @@
  *
  * - Cleanup (stopping the partition fetchers, destroying messages, the queue
  *   and the topic handle, releasing the pooled connection) is a memory
- *   context reset callback of the scan's context, so it also runs when the
- *   query fails or is cancelled, not only from EndForeignScan.
+ *   context reset callback of the scan's per-run context (run_cxt, which
+ *   holds the partition arrays it walks), so it also runs when the query
+ *   fails or is cancelled, not only from EndForeignScan.
  *
  * - What was read is counted per range; the counts are handed on (to a
  *   streaming refresh's context, or to the shared work item) by range_flush,
@@ -112,7 +113,12 @@ kafkaBeginForeignScan(ForeignScanState *node, int eflags)
 
 	st->cleanup_cb.func = scan_cleanup;
 	st->cleanup_cb.arg = st;
-	MemoryContextRegisterResetCallback(st->scan_cxt, &st->cleanup_cb);
+	/*
+	 * On run_cxt, which holds the partition arrays the cleanup walks: when a
+	 * context is deleted its children are freed before its own callbacks
+	 * run, so a callback on scan_cxt would read freed memory.
+	 */
+	MemoryContextRegisterResetCallback(st->run_cxt, &st->cleanup_cb);
 }
 
 /* Evaluate the pushed-down conditions into st->bounds. */
@@ -876,7 +882,8 @@ kafkaReScanForeignScan(ForeignScanState *node)
 		kafka_scan_flush(st);
 	scan_cleanup(st);
 	report_skipped(st);
-	MemoryContextReset(st->run_cxt);
+	MemoryContextReset(st->run_cxt);	/* runs and unregisters the callback */
+	MemoryContextRegisterResetCallback(st->run_cxt, &st->cleanup_cb);
 	st->parts = NULL;
 	st->part_index = NULL;
 	st->part_index_size = 0;
