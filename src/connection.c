@@ -857,6 +857,44 @@ kafka_fetch_watermarks(Oid serverid, Oid userid, const char *topic, KafkaWaterma
 	return n;
 }
 
+/*
+ * Like kafka_fetch_watermarks(), but only the high watermarks (low is left
+ * 0): one ListOffsets round less, for the auto-refresh worker's frequent
+ * check for new records.
+ */
+int
+kafka_fetch_high_watermarks(Oid serverid, Oid userid, const char *topic, KafkaWatermark **wm)
+{
+	KafkaConnection *conn = kafka_connection_acquire(serverid, userid);
+	KafkaWatermark *volatile result = NULL;
+	volatile int n = 0;
+
+	PG_TRY();
+	{
+		int32	   *ids;
+		int64	   *highs;
+		KafkaWatermark *w;
+
+		n = kafka_topic_partitions(conn, topic, &ids);
+		w = palloc0(sizeof(KafkaWatermark) * Max(n, 1));
+		highs = palloc(sizeof(int64) * Max(n, 1));
+		list_offsets(conn, topic, ids, n, RD_KAFKA_OFFSET_END, highs);
+		for (int i = 0; i < n; i++)
+		{
+			w[i].partition = ids[i];
+			w[i].high = Max(highs[i], 0);
+		}
+		result = w;
+	}
+	PG_FINALLY();
+	{
+		kafka_connection_release(conn);
+	}
+	PG_END_TRY();
+	*wm = result;
+	return n;
+}
+
 /* kafka_resolve_timestamp() with a handle of its own, for the watermarks wm. */
 void
 kafka_fetch_timestamp_offsets(Oid serverid, Oid userid, const char *topic,

@@ -450,16 +450,36 @@ kafka_stream_pending(Oid mv_oid)
 		return false;
 	kafka_get_table_options(st.ftable_oid, &opts);
 	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
-	nids = kafka_fetch_watermarks(opts.serverid, owner, opts.topic, &wm);
+
+	/* high watermarks suffice while every partition has a stored offset */
+	nids = kafka_fetch_high_watermarks(opts.serverid, owner, opts.topic, &wm);
 	for (int i = 0; i < nids; i++)
 	{
-		int64		next = wm[i].low;
+		bool		stored = false;
 
 		for (int j = 0; j < nstored; j++)
 			if (stored_parts[j] == wm[i].partition)
-				next = stored_offs[j];
-		if (wm[i].high > next)
-			return true;
+			{
+				stored = true;
+				if (wm[i].high > stored_offs[j])
+					return true;
+			}
+		if (!stored)
+		{
+			/* a partition never read: is anything retained in it? */
+			nids = kafka_fetch_watermarks(opts.serverid, owner, opts.topic, &wm);
+			for (int k = 0; k < nids; k++)
+			{
+				int64		next = wm[k].low;
+
+				for (int j = 0; j < nstored; j++)
+					if (stored_parts[j] == wm[k].partition)
+						next = stored_offs[j];
+				if (wm[k].high > next)
+					return true;
+			}
+			return false;
+		}
 	}
 	return false;
 }
