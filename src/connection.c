@@ -752,12 +752,13 @@ list_offsets(KafkaConnection *conn, const char *topic, const int32 *partitions,
 }
 
 /*
- * Fill low and high watermarks of the given partitions (wm[i].partition set
- * by the caller).  Two batched ListOffsets requests, not two per partition.
+ * Fill the high (and with with_low, the low) watermarks of the given
+ * partitions (wm[i].partition set by the caller): one batched ListOffsets
+ * request per leader each, not one per partition.
  */
-void
-kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
-					   KafkaWatermark *wm, int nparts)
+static void
+topic_watermarks(KafkaConnection *conn, const char *topic, KafkaWatermark *wm,
+				 int nparts, bool with_low)
 {
 	int32	   *parts = palloc(sizeof(int32) * Max(nparts, 1));
 	int64	   *offs = palloc(sizeof(int64) * Max(nparts, 1));
@@ -765,15 +766,29 @@ kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
 	for (int i = 0; i < nparts; i++)
 		parts[i] = wm[i].partition;
 
-	list_offsets(conn, topic, parts, nparts, RD_KAFKA_OFFSET_BEGINNING, offs);
-	for (int i = 0; i < nparts; i++)
-		wm[i].low = Max(offs[i], 0);
+	if (with_low)
+	{
+		list_offsets(conn, topic, parts, nparts, RD_KAFKA_OFFSET_BEGINNING, offs);
+		for (int i = 0; i < nparts; i++)
+			wm[i].low = Max(offs[i], 0);
+	}
+	else
+		for (int i = 0; i < nparts; i++)
+			wm[i].low = 0;
 	list_offsets(conn, topic, parts, nparts, RD_KAFKA_OFFSET_END, offs);
 	for (int i = 0; i < nparts; i++)
 		wm[i].high = Max(offs[i], wm[i].low);
 
 	pfree(parts);
 	pfree(offs);
+}
+
+/* Low and high watermarks of the given partitions. */
+void
+kafka_topic_watermarks(KafkaConnection *conn, const char *topic,
+					   KafkaWatermark *wm, int nparts)
+{
+	topic_watermarks(conn, topic, wm, nparts, true);
 }
 
 /*
@@ -827,10 +842,13 @@ kafka_resolve_timestamp(KafkaConnection *conn, const char *topic,
 /*
  * Partitions and watermarks of a topic in one call: acquires a handle for
  * (server, user), asks, and releases it on every path.  Returns the number
- * of partitions; *wm is palloc'd, sorted by partition.
+ * of partitions; *wm is palloc'd, sorted by partition.  Without with_low
+ * only the high watermarks are asked for (low is 0): one ListOffsets round
+ * less, for the auto-refresh worker's frequent check for new records.
  */
 int
-kafka_fetch_watermarks(Oid serverid, Oid userid, const char *topic, KafkaWatermark **wm)
+kafka_fetch_watermarks(Oid serverid, Oid userid, const char *topic, bool with_low,
+					   KafkaWatermark **wm)
 {
 	KafkaConnection *conn = kafka_connection_acquire(serverid, userid);
 	KafkaWatermark *volatile result = NULL;
@@ -839,51 +857,13 @@ kafka_fetch_watermarks(Oid serverid, Oid userid, const char *topic, KafkaWaterma
 	PG_TRY();
 	{
 		int32	   *ids;
-		KafkaWatermark *w;
-
-		n = kafka_topic_partitions(conn, topic, &ids);
-		w = palloc(sizeof(KafkaWatermark) * Max(n, 1));
-		for (int i = 0; i < n; i++)
-			w[i].partition = ids[i];
-		kafka_topic_watermarks(conn, topic, w, n);
-		result = w;
-	}
-	PG_FINALLY();
-	{
-		kafka_connection_release(conn);
-	}
-	PG_END_TRY();
-	*wm = result;
-	return n;
-}
-
-/*
- * Like kafka_fetch_watermarks(), but only the high watermarks (low is left
- * 0): one ListOffsets round less, for the auto-refresh worker's frequent
- * check for new records.
- */
-int
-kafka_fetch_high_watermarks(Oid serverid, Oid userid, const char *topic, KafkaWatermark **wm)
-{
-	KafkaConnection *conn = kafka_connection_acquire(serverid, userid);
-	KafkaWatermark *volatile result = NULL;
-	volatile int n = 0;
-
-	PG_TRY();
-	{
-		int32	   *ids;
-		int64	   *highs;
 		KafkaWatermark *w;
 
 		n = kafka_topic_partitions(conn, topic, &ids);
 		w = palloc0(sizeof(KafkaWatermark) * Max(n, 1));
-		highs = palloc(sizeof(int64) * Max(n, 1));
-		list_offsets(conn, topic, ids, n, RD_KAFKA_OFFSET_END, highs);
 		for (int i = 0; i < n; i++)
-		{
 			w[i].partition = ids[i];
-			w[i].high = Max(highs[i], 0);
-		}
+		topic_watermarks(conn, topic, w, n, with_low);
 		result = w;
 	}
 	PG_FINALLY();

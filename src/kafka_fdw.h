@@ -142,9 +142,7 @@ extern void kafka_resolve_timestamp(KafkaConnection *conn, const char *topic,
 									int64 timestamp_ms, int64 *out, bool *unknown);
 extern List *kafka_list_topics(KafkaConnection *conn);
 extern int	kafka_fetch_watermarks(Oid serverid, Oid userid, const char *topic,
-								   KafkaWatermark **wm);
-extern int	kafka_fetch_high_watermarks(Oid serverid, Oid userid, const char *topic,
-										KafkaWatermark **wm);
+								   bool with_low, KafkaWatermark **wm);
 extern void kafka_fetch_timestamp_offsets(Oid serverid, Oid userid, const char *topic,
 										  const KafkaWatermark *wm, int n,
 										  int64 timestamp_ms, int64 *out,

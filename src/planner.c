@@ -373,7 +373,7 @@ estimate_records(KafkaPlanState *ps, const KafkaScanBounds *b, Oid userid, Oid r
 		return;
 	}
 
-	n = kafka_fetch_watermarks(ps->opts.serverid, userid, ps->opts.topic, &wm);
+	n = kafka_fetch_watermarks(ps->opts.serverid, userid, ps->opts.topic, true, &wm);
 	for (int i = 0; i < n; i++)
 		if (kafka_bounds_partition_ok(b, wm[i].partition))
 			count_range(ps, Max(wm[i].low, b->offset_lo), Min(wm[i].high, b->offset_hi), true);

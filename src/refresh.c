@@ -262,7 +262,7 @@ plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptio
 	ctx->cxt = CurrentMemoryContext;
 	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
 
-	nids = kafka_fetch_watermarks(opts->serverid, owner, opts->topic, &wm);
+	nids = kafka_fetch_watermarks(opts->serverid, owner, opts->topic, true, &wm);
 	initial = palloc(sizeof(int64) * Max(nids, 1));
 	skip_before = palloc(sizeof(int64) * Max(nids, 1));
 	initial_positions(owner, st, opts, nstored == 0, wm, nids, initial, skip_before);
@@ -452,7 +452,7 @@ kafka_stream_pending(Oid mv_oid)
 	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
 
 	/* high watermarks suffice while every partition has a stored offset */
-	nids = kafka_fetch_high_watermarks(opts.serverid, owner, opts.topic, &wm);
+	nids = kafka_fetch_watermarks(opts.serverid, owner, opts.topic, false, &wm);
 	for (int i = 0; i < nids; i++)
 	{
 		bool		stored = false;
@@ -467,7 +467,7 @@ kafka_stream_pending(Oid mv_oid)
 		if (!stored)
 		{
 			/* a partition never read: is anything retained in it? */
-			nids = kafka_fetch_watermarks(opts.serverid, owner, opts.topic, &wm);
+			nids = kafka_fetch_watermarks(opts.serverid, owner, opts.topic, true, &wm);
 			for (int k = 0; k < nids; k++)
 			{
 				int64		next = wm[k].low;
@@ -751,7 +751,7 @@ kafka_stream_lag(PG_FUNCTION_ARGS)
 	kafka_get_table_options(st.ftable_oid, &opts);
 	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
 
-	nids = kafka_fetch_watermarks(opts.serverid, GetUserId(), opts.topic, &wm);
+	nids = kafka_fetch_watermarks(opts.serverid, GetUserId(), opts.topic, true, &wm);
 
 	for (int i = 0; i < nids; i++)
 	{
