@@ -35,6 +35,11 @@
  *   interrupts.  If nothing arrives for kafka_fdw.connect_timeout although
  *   records are due, the scan fails with the broker's last error.
  *
+ * - librdkafka < 2.3 parks a fetcher whose queue reached its limits and may
+ *   look again only a second later; the scan wakes the fetchers when a full
+ *   queue is half drained, and once after KAFKA_STALL_MS of an empty queue
+ *   while records are due (see wake_fetchers()).
+ *
  * - Cleanup (stopping the partition fetchers, destroying messages, the queue
  *   and the topic handle, releasing the pooled connection) is a memory
  *   context reset callback of the scan's per-run context (run_cxt, which
@@ -66,6 +71,8 @@
 
 #define KAFKA_BATCH_SIZE 1024	/* messages taken off the queue at once */
 #define KAFKA_POLL_MS 100		/* longest wait between interrupt checks */
+#define KAFKA_STALL_MS 20		/* an empty queue this long: wake the fetchers */
+
 #define KAFKA_PARALLEL_WINDOW 2 /* ranges a parallel participant reads at once */
 
 /* Indexes of the ForeignScan's fdw_private list (see planner.c). */
@@ -456,7 +463,16 @@ wake_fetchers(KafkaScanState *st)
 		(void) rd_kafka_offsets_for_times(st->conn->rk, list, KAFKA_POLL_MS);
 	rd_kafka_topic_partition_list_destroy(list);
 	st->queue_was_full = false;
+	st->received_since_wakeup = false;
 	st->fetcher_wakeups++;
+}
+
+/* Would librdkafka stop fetching with this many messages in the queue? */
+static bool
+queue_at_limit(KafkaScanState *st, double messages)
+{
+	return messages >= st->queue_max_msgs ||
+		messages * st->mean_message_bytes >= 0.75 * st->queue_max_bytes;
 }
 
 /*
@@ -714,6 +730,8 @@ kafkaIterateForeignScan(ForeignScanState *node)
 	for (;;)
 	{
 		ssize_t		n;
+		int			queued_before;
+		int			queued_after;
 
 		while (st->batch_pos < st->batch_len)
 		{
@@ -735,34 +753,43 @@ kafkaIterateForeignScan(ForeignScanState *node)
 
 		CHECK_FOR_INTERRUPTS();
 
-		/* take what is there; if nothing, wait a little for one message */
+		/*
+		 * Take what is there, and see whether the queue was at librdkafka's
+		 * limits (then its fetchers are parked) and is now half drained:
+		 * see wake_fetchers().  The length before the take counts too: the
+		 * take silently drops outdated messages (of ranges already stopped,
+		 * prefetched past their end), which count against the limits until
+		 * then.  Bytes are estimated with the mean size of the last batch.
+		 */
+		queued_before = rd_kafka_queue_length(st->queue);
 		n = rd_kafka_consume_batch_queue(st->queue, 0, st->batch, KAFKA_BATCH_SIZE);
+		queued_after = rd_kafka_queue_length(st->queue);
 		if (n > 0)
 		{
-			/*
-			 * Was the queue at librdkafka's limits (then its fetchers are
-			 * parked), and is it now half drained?  Bytes are estimated with
-			 * the mean size of this batch.  See wake_fetchers().
-			 */
-			double		queued = (double) rd_kafka_queue_length(st->queue) + n;
-			double		avg = 0;
+			double		bytes = 0;
 
 			for (ssize_t i = 0; i < n; i++)
-				avg += st->batch[i]->len + st->batch[i]->key_len;
-			avg /= n;
-
-			if (queued >= st->queue_max_msgs || queued * avg >= 0.75 * st->queue_max_bytes)
-				st->queue_was_full = true;
-			else if (st->queue_was_full && 2 * queued < st->queue_max_msgs &&
-					 2 * queued * avg < 0.75 * st->queue_max_bytes)
-				wake_fetchers(st);
+				bytes += st->batch[i]->len + st->batch[i]->key_len;
+			st->mean_message_bytes = bytes / n;
+			st->received_since_wakeup = true;
 		}
-		else if (n == 0 && st->queue_was_full)
+		if (queue_at_limit(st, Max(queued_before, queued_after + (int) Max(n, 0))))
+			st->queue_was_full = true;
+		if (st->queue_was_full && !queue_at_limit(st, 2 * queued_after))
 			wake_fetchers(st);
 		if (n == 0)
 		{
-			rd_kafka_message_t *m = rd_kafka_consume_queue(st->queue, KAFKA_POLL_MS);
+			rd_kafka_message_t *m;
 
+			/*
+			 * Records are due (the ranges end at or below the watermarks), so
+			 * an empty queue is a round trip at most; longer, the fetchers
+			 * may be parked after a full queue that this loop did not see
+			 * (it races with their deliveries): wake them once.
+			 */
+			m = rd_kafka_consume_queue(st->queue, st->received_since_wakeup ? KAFKA_STALL_MS : KAFKA_POLL_MS);
+			if (m == NULL && st->received_since_wakeup)
+				wake_fetchers(st);
 			if (m)
 			{
 				st->batch[0] = m;
@@ -894,6 +921,7 @@ kafkaReScanForeignScan(ForeignScanState *node)
 	st->records = st->bytes = st->skipped = 0;
 	st->fetcher_wakeups = 0;
 	st->queue_was_full = false;
+	st->received_since_wakeup = false;
 	if (st->first_skip)
 		pfree(st->first_skip);
 	st->first_skip = NULL;

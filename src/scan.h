@@ -95,7 +95,9 @@ typedef struct KafkaScanState
 	/* librdkafka's fetch-queue limits, and whether the queue reached them */
 	size_t		queue_max_msgs; /* queued.min.messages */
 	double		queue_max_bytes;	/* queued.max.messages.kbytes * 1024 */
+	double		mean_message_bytes;	/* in the last batch taken */
 	bool		queue_was_full;
+	bool		received_since_wakeup;	/* a batch arrived since the last wake-up */
 	int64		fetcher_wakeups;	/* for EXPLAIN ANALYZE */
 
 	/* statistics for EXPLAIN ANALYZE and the skip warning */
