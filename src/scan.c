@@ -73,7 +73,15 @@
 #define KAFKA_POLL_MS 100		/* longest wait between interrupt checks */
 #define KAFKA_STALL_MS 20		/* an empty queue this long: wake the fetchers */
 
-#define KAFKA_PARALLEL_WINDOW 2 /* ranges a parallel participant reads at once */
+/*
+ * Ranges a parallel participant reads at once.  A Fetch brings at most
+ * max.partition.fetch.bytes (the test broker: one batch) per partition, so
+ * the number of partitions in flight bounds what one round trip delivers:
+ * with 2, participants of a decode-heavy scan drained their queue and waited
+ * on every round trip; 4 keeps it fed.  More would lengthen the tail (what
+ * a participant still holds when the work runs out).
+ */
+#define KAFKA_PARALLEL_WINDOW 4
 
 /* Indexes of the ForeignScan's fdw_private list (see planner.c). */
 enum KafkaPlanPrivate
