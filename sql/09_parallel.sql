@@ -169,6 +169,24 @@ SELECT * FROM same_rows($$
   SELECT g, count(*), sum(r.kafka_offset)
     FROM (SELECT restricted_id(g) AS g FROM generate_series(0, 4) g) v
     JOIN ranges r ON r.kafka_partition = v.g GROUP BY 1 ORDER BY 1$$);
+-- Early ends: a semi or anti join stops reading the inner Gather at the
+-- first match, with ranges (cut to 7 records) still being read and claimed;
+-- the next outer row rescans it.  Then a LIMIT above a Gather, and full
+-- scans on the same connection afterwards.
+EXPLAIN (COSTS OFF)
+SELECT g FROM (SELECT restricted_id(g) AS g FROM generate_series(0, 9) g) v
+ WHERE EXISTS (SELECT 1 FROM ranges r WHERE r.kafka_offset >= v.g * 11 AND r.kafka_partition = v.g % 5);
+SELECT * FROM same_rows($$
+  SELECT g FROM (SELECT restricted_id(g) AS g FROM generate_series(0, 9) g) v
+   WHERE EXISTS (SELECT 1 FROM ranges r WHERE r.kafka_offset >= v.g * 11
+                                           AND r.kafka_partition = v.g % 5) ORDER BY 1$$);
+SELECT * FROM same_rows($$
+  SELECT g FROM (SELECT restricted_id(g) AS g FROM generate_series(0, 9) g) v
+   WHERE NOT EXISTS (SELECT 1 FROM ranges r WHERE r.kafka_offset >= v.g * 11
+                                               AND r.kafka_partition = v.g % 5) ORDER BY 1$$);
+SELECT count(*) FROM (SELECT kafka_offset FROM ranges LIMIT 5) s;
+SELECT * FROM same_rows($$SELECT * FROM ranges ORDER BY kafka_partition, kafka_offset$$);
+SELECT * FROM participants_add_up('SELECT count(*) FROM ranges');
 RESET enable_material;
 RESET enable_hashjoin;
 RESET enable_mergejoin;

@@ -51,7 +51,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("kafka_fdw.parallel_range_size",
 							"Records per range when a parallel scan cuts large partitions into ranges.",
-							"0 (the default) sizes ranges automatically: a quarter of each participant's share of the records, at least 10000.",
+							"0 (the default) sizes ranges automatically: an eighth of each participant's share of the records, at least 10000.",
 							&kafka_parallel_range_size,
 							0, 0, INT_MAX,
 							PGC_USERSET, 0,

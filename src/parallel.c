@@ -26,7 +26,7 @@
  *
  * - A partition with more records than the range size is cut into ranges,
  *   so that one hot partition does not serialise the scan: the size is
- *   kafka_fdw.parallel_range_size, or by default a quarter of a
+ *   kafka_fdw.parallel_range_size, or by default an eighth of a
  *   participant's share of the records, at least KAFKA_MIN_RANGE_RECORDS.
  *   Items are ordered round-robin over the partitions.  A partition whose
  *   start is emulated by timestamp (skip_before_ms) is never cut: the
@@ -69,7 +69,12 @@
 
 #include "scan.h"
 
-#define KAFKA_RANGES_PER_PARTICIPANT 4	/* automatic size: this many per participant */
+/*
+ * Automatic range size: this many ranges per participant, twice what one
+ * reads at once, so that half of the work is still handed out dynamically
+ * after every participant has taken its first ranges.
+ */
+#define KAFKA_RANGES_PER_PARTICIPANT (2 * KAFKA_PARALLEL_WINDOW)
 #define KAFKA_MAX_WORK_ITEMS 65536	/* ranges are made bigger beyond this */
 #define KAFKA_SKIP_TEXT_LEN 512
 #define KAFKA_SKIP_REASON_LEN 256
@@ -538,7 +543,7 @@ kafkaReInitializeDSMForeignScan(ForeignScanState *node, ParallelContext *pcxt,
 	kafka_scan_flush(st);
 	participant_finish(st);
 	collect(st);
-	st->nparts = 0;				/* flushed: never merge them into new items */
+	kafka_scan_forget_ranges(st);	/* flushed: never merge them into new items */
 
 	if (DsaPointerIsValid(sh->items_dp) && area != NULL)
 		dsa_free(area, sh->items_dp);
@@ -730,7 +735,7 @@ kafka_parallel_finish(KafkaScanState *st)
 		collect(st);
 		par->shared = NULL;
 		par->items = NULL;
-		st->nparts = 0;			/* flushed: a rescan must not add them again */
+		kafka_scan_forget_ranges(st);	/* flushed: a rescan must not add them again */
 	}
 }
 

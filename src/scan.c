@@ -38,7 +38,7 @@
  * - librdkafka < 2.3 parks a fetcher whose queue reached its limits and may
  *   look again only a second later; the scan wakes the fetchers when a full
  *   queue is half drained, and once after KAFKA_STALL_MS of an empty queue
- *   while records are due (see wake_fetchers()).
+ *   that was half full since the last wake-up (see wake_fetchers()).
  *
  * - Cleanup (stopping the partition fetchers, destroying messages, the queue
  *   and the topic handle, releasing the pooled connection) is a memory
@@ -73,15 +73,6 @@
 #define KAFKA_POLL_MS 100		/* longest wait between interrupt checks */
 #define KAFKA_STALL_MS 20		/* an empty queue this long: wake the fetchers */
 
-/*
- * Ranges a parallel participant reads at once.  A Fetch brings at most
- * max.partition.fetch.bytes (the test broker: one batch) per partition, so
- * the number of partitions in flight bounds what one round trip delivers:
- * with 2, participants of a decode-heavy scan drained their queue and waited
- * on every round trip; 4 keeps it fed.  More would lengthen the tail (what
- * a participant still holds when the work runs out).
- */
-#define KAFKA_PARALLEL_WINDOW 4
 
 /* Indexes of the ForeignScan's fdw_private list (see planner.c). */
 enum KafkaPlanPrivate
@@ -471,7 +462,7 @@ wake_fetchers(KafkaScanState *st)
 		(void) rd_kafka_offsets_for_times(st->conn->rk, list, KAFKA_POLL_MS);
 	rd_kafka_topic_partition_list_destroy(list);
 	st->queue_was_full = false;
-	st->received_since_wakeup = false;
+	st->queue_was_high = false;
 	st->fetcher_wakeups++;
 }
 
@@ -740,6 +731,7 @@ kafkaIterateForeignScan(ForeignScanState *node)
 		ssize_t		n;
 		int			queued_before;
 		int			queued_after;
+		int			queued_peak;
 
 		while (st->batch_pos < st->batch_len)
 		{
@@ -775,28 +767,38 @@ kafkaIterateForeignScan(ForeignScanState *node)
 		if (n > 0)
 		{
 			double		bytes = 0;
+			int			messages = 0;
 
 			for (ssize_t i = 0; i < n; i++)
-				bytes += st->batch[i]->len + st->batch[i]->key_len;
-			st->mean_message_bytes = bytes / n;
-			st->received_since_wakeup = true;
+				if (!st->batch[i]->err)
+				{
+					bytes += st->batch[i]->len + st->batch[i]->key_len;
+					messages++;
+				}
+			if (messages > 0)
+				st->mean_message_bytes = bytes / messages;
 		}
-		if (queue_at_limit(st, Max(queued_before, queued_after + (int) Max(n, 0))))
+		queued_peak = Max(queued_before, queued_after + (int) Max(n, 0));
+		if (queue_at_limit(st, queued_peak))
 			st->queue_was_full = true;
-		if (st->queue_was_full && !queue_at_limit(st, 2 * queued_after))
+		if (queue_at_limit(st, 2.0 * queued_peak))
+			st->queue_was_high = true;
+		if (st->queue_was_full && !queue_at_limit(st, 2.0 * queued_after))
 			wake_fetchers(st);
 		if (n == 0)
 		{
 			rd_kafka_message_t *m;
 
 			/*
-			 * Records are due (the ranges end at or below the watermarks), so
-			 * an empty queue is a round trip at most; longer, the fetchers
-			 * may be parked after a full queue that this loop did not see
-			 * (it races with their deliveries): wake them once.
+			 * The queue is empty although records are due (the ranges end at
+			 * or below the watermarks).  If it was at least half full since
+			 * the last wake-up, the fetchers may be parked at a limit this
+			 * loop did not see (a message taken by the single-message wait
+			 * below is not counted): wake them once after a short silence.
+			 * Otherwise the wait is a fetch round trip, however long.
 			 */
-			m = rd_kafka_consume_queue(st->queue, st->received_since_wakeup ? KAFKA_STALL_MS : KAFKA_POLL_MS);
-			if (m == NULL && st->received_since_wakeup)
+			m = rd_kafka_consume_queue(st->queue, st->queue_was_high ? KAFKA_STALL_MS : KAFKA_POLL_MS);
+			if (m == NULL && st->queue_was_high)
 				wake_fetchers(st);
 			if (m)
 			{
@@ -814,6 +816,32 @@ kafkaIterateForeignScan(ForeignScanState *node)
 		st->batch_len = (int) n;
 		st->last_progress = GetCurrentTimestamp();
 	}
+}
+
+/* Stop the fetchers of the ranges still being read; must not throw. */
+static void
+stop_fetchers(KafkaScanState *st)
+{
+	for (int i = 0; i < st->nparts; i++)
+	{
+		if (st->parts[i].started && st->rkt)
+			rd_kafka_consume_stop(st->rkt, st->parts[i].partition);
+		st->parts[i].started = false;
+	}
+}
+
+/*
+ * The ranges were flushed (parallel.c has handed their counts on): stop
+ * their fetchers, which an early end (a LIMIT above the Gather) leaves
+ * running on the pooled handle, and forget them, so that neither a rescan
+ * nor the cleanup counts them again.
+ */
+void
+kafka_scan_forget_ranges(KafkaScanState *st)
+{
+	stop_fetchers(st);
+	st->nparts = st->nactive = 0;
+	st->has_pending = false;
 }
 
 /*
@@ -836,15 +864,7 @@ scan_cleanup(void *arg)
 		rd_kafka_message_destroy(st->batch[st->batch_pos++]);
 	st->batch_pos = st->batch_len = 0;
 
-	if (st->rkt)
-	{
-		for (int i = 0; i < st->nparts; i++)
-		{
-			if (st->parts[i].started)
-				rd_kafka_consume_stop(st->rkt, st->parts[i].partition);
-			st->parts[i].started = false;
-		}
-	}
+	stop_fetchers(st);
 	if (st->queue)
 	{
 		rd_kafka_queue_destroy(st->queue);
@@ -927,9 +947,11 @@ kafkaReScanForeignScan(ForeignScanState *node)
 		st->have_bounds = false;
 	st->nparts = st->nactive = 0;
 	st->records = st->bytes = st->skipped = 0;
+	st->has_pending = false;
 	st->fetcher_wakeups = 0;
 	st->queue_was_full = false;
-	st->received_since_wakeup = false;
+	st->queue_was_high = false;
+	st->mean_message_bytes = 0;
 	if (st->first_skip)
 		pfree(st->first_skip);
 	st->first_skip = NULL;

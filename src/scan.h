@@ -96,8 +96,8 @@ typedef struct KafkaScanState
 	size_t		queue_max_msgs; /* queued.min.messages */
 	double		queue_max_bytes;	/* queued.max.messages.kbytes * 1024 */
 	double		mean_message_bytes;	/* in the last batch taken */
-	bool		queue_was_full;
-	bool		received_since_wakeup;	/* a batch arrived since the last wake-up */
+	bool		queue_was_full; /* at the limits since the last wake-up */
+	bool		queue_was_high; /* at half the limits since the last wake-up */
 	int64		fetcher_wakeups;	/* for EXPLAIN ANALYZE */
 
 	/* statistics for EXPLAIN ANALYZE and the skip warning */
@@ -109,8 +109,19 @@ typedef struct KafkaScanState
 	int64		first_skip_offset;
 } KafkaScanState;
 
+/*
+ * Ranges a parallel participant reads at once.  A Fetch brings at most
+ * max.partition.fetch.bytes (the test broker: one batch) per partition, so
+ * the number of partitions in flight bounds what one round trip delivers:
+ * with 2, participants of a decode-heavy scan drained their queue and waited
+ * on every round trip; 4 keeps it fed.  More would lengthen the tail (what
+ * a participant still holds when the work runs out).
+ */
+#define KAFKA_PARALLEL_WINDOW 4
+
 /* in scan.c */
 extern void kafka_scan_flush(KafkaScanState *st);
+extern void kafka_scan_forget_ranges(KafkaScanState *st);
 extern void kafka_scan_evaluate_bounds(ForeignScanState *node, KafkaScanState *st);
 extern int	kafka_scan_capture(ForeignScanState *node, KafkaScanState *st,
 							   KafkaConnection *conn, KafkaPartitionScan **ranges);

@@ -37,8 +37,11 @@ SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; SET kafka_fdw
 q="SELECT count(*), sum(kafka_offset) FROM src"
 expected="$records|$((partitions * per_partition * (per_partition - 1) / 2))"
 
-plan="$(psql_q -d "$db" -c "$parallel_settings" -c "EXPLAIN (COSTS OFF) $q")"
+plan="$(psql_q -d "$db" -c "$parallel_settings" -c "EXPLAIN (ANALYZE, VERBOSE, COSTS OFF, TIMING OFF) $q")"
 assert_contains "$plan" "Parallel Foreign Scan" "the split scan runs in parallel"
+assert_contains "$plan" "Workers Launched: 2" "with both workers"
+# the scenario happens: queues reach the limit and fetchers are woken
+assert_contains "$plan" "Kafka Fetcher Wake-ups:" "queues reached librdkafka's limit"
 
 # run_timed LABEL SETTINGS QUERY EXPECTED: run 6 times, each within the bound
 run_timed() {
