@@ -73,7 +73,6 @@
 #define KAFKA_POLL_MS 100		/* longest wait between interrupt checks */
 #define KAFKA_STALL_MS 20		/* an empty queue this long: wake the fetchers */
 
-
 /* Indexes of the ForeignScan's fdw_private list (see planner.c). */
 enum KafkaPlanPrivate
 {
