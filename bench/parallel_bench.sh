@@ -74,13 +74,20 @@ psql_q -d "$DB" -c "SET max_parallel_workers_per_gather = $WORKERS" \
 # ---------------------------------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------------------------------
-# time_cmd OUTFILE CMD... — run CMD with stdout to OUTFILE, print the wall time in ms (3 decimals).
+# busy_ms — CPU time all processes of the machine have used since boot, in ms (from /proc/stat).
+busy_ms() {
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%d\n", ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / hz }' /proc/stat
+}
+# time_cmd OUTFILE CMD... — run CMD with stdout to OUTFILE, print the wall time in ms (3 decimals)
+# and the machine's busy CPU time meanwhile in ms.
 time_cmd() {
-    local out="$1" t0 t1; shift
+    local out="$1" t0 t1 c0 c1; shift
+    c0=$(busy_ms)
     t0=$EPOCHREALTIME
     "$@" >"$out" 2>>"$WORK_DIR/bench-stderr.log" || { log "failed: $*"; tail -n 20 "$WORK_DIR/bench-stderr.log" >&2; exit 1; }
     t1=$EPOCHREALTIME
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) * 1000 }'
+    c1=$(busy_ms)
+    awk -v a="$t0" -v b="$t1" -v c=$((c1 - c0)) 'BEGIN { printf "%.3f %d\n", (b - a) * 1000, c }'
 }
 run_with() { psql -X -v ON_ERROR_STOP=1 -qAt -F ' ' -d "$DB" -c "SET max_parallel_workers_per_gather = $1" -c "$Q"; }
 run_serial()   { run_with 0; }
@@ -96,13 +103,13 @@ check_output() {
     [ "$sum" = "$SUM" ] || die "$1 run summed $sum, another run $SUM"
 }
 
-declare -A TIMES=()
+declare -A TIMES=() CPUS=()
 for round in $(seq 0 "$RUNS"); do
     line=""
     for what in serial parallel; do
-        t="$(time_cmd "$OUT" "run_$what")"
+        read -r t cpu <<<"$(time_cmd "$OUT" "run_$what")"
         check_output "$what"
-        [ "$round" -eq 0 ] || TIMES[$what]+="$t "
+        [ "$round" -eq 0 ] || { TIMES[$what]+="$t "; CPUS[$what]+="$cpu "; }
         line+=" $what=${t%.*}ms"
     done
     if [ "$round" -eq 0 ]; then log "warm-up (not counted):$line"
@@ -125,14 +132,18 @@ echo "kafka_fdw parallel scan benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(
 echo "topic: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte JSON values, 1 test broker; $RUNS runs each, median wall time"
 echo "query: $Q"
 echo
-printf '%-44s %10s %12s   %s\n' "what" "median ms" "records/s" "runs (ms)"
-printf '%-44s %10s %12s   %s\n' "--------------------------------------------" "---------" "----------" "---------"
+printf '%-44s %10s %12s %8s   %s\n' "what" "median ms" "records/s" "CPU ms" "runs (ms)"
+printf '%-44s %10s %12s %8s   %s\n' "--------------------------------------------" "---------" "----------" "------" "---------"
 for what in serial parallel; do
     m="$ser"; label="serial (max_parallel_workers_per_gather = 0)"
     if [ "$what" = parallel ]; then m="$par"; label="parallel ($WORKERS workers + leader)"; fi
-    printf '%-44s %10s %12s   %s\n' "$label" "$m" \
+    printf '%-44s %10s %12s %8s   %s\n' "$label" "$m" \
         "$(awk -v n="$RECORDS" -v ms="$m" 'BEGIN { printf "%d", n / (ms / 1000) }')" \
+        "$(median "${CPUS[$what]}" | awk '{ printf "%.0f", $1 }')" \
         "$(tr ' ' '\n' <<<"${TIMES[$what]}" | awk 'NF { printf "%s%.0f", s, $1; s = " " }')"
 done
+echo
+echo "CPU ms: the machine's busy CPU time during a run (median; all processes, the test broker included)."
+echo "The same work taking much more CPU time in one mode than in the other means a noisy machine."
 echo
 echo "serial / parallel = $ratio (target >= 1.5: $verdict)"
