@@ -36,3 +36,26 @@ bench_fill_topic() {
     fi
     log "watermarks ok: all lows 0, highs sum to $total"
 }
+
+# busy_ms — CPU time all processes of the machine have used since boot, in ms (from /proc/stat).
+busy_ms() {
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%d\n", ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / hz }' /proc/stat
+}
+# time_cmd OUTFILE CMD... — run CMD with stdout to OUTFILE, print the wall time in ms (3 decimals)
+# and the machine's busy CPU time meanwhile in ms.
+time_cmd() {
+    local out="$1" t0 t1 c0 c1; shift
+    c0=$(busy_ms)
+    t0=$EPOCHREALTIME
+    "$@" >"$out" 2>>"$WORK_DIR/bench-stderr.log" || { log "failed: $*"; tail -n 20 "$WORK_DIR/bench-stderr.log" >&2; exit 1; }
+    t1=$EPOCHREALTIME
+    c1=$(busy_ms)
+    awk -v a="$t0" -v b="$t1" -v c=$((c1 - c0)) 'BEGIN { printf "%.3f %d\n", (b - a) * 1000, c }'
+}
+
+# median LIST — median of whitespace-separated numbers.
+median() {
+    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.1f\n", v[(NR + 1) / 2];
+                                  else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}

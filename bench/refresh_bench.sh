@@ -95,8 +95,6 @@ SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
 SQL
 }
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-
 log "warm-up refresh and export of the same rows for COPY"
 read -r _ _ _ rows <<<"$(refresh_once mv)"
 [ "$rows" = "$RECORDS" ] || die "the view holds $rows rows, expected $RECORDS"
@@ -114,8 +112,8 @@ for run in $(seq 1 "$RUNS"); do
 done
 read -r small_ms small_peak small_hwm small_rows <<<"$(refresh_once mv_small)"
 
-r_med="$(printf '%s\n' "${refresh_ms[@]}" | median)"
-c_med="$(printf '%s\n' "${copy_ms[@]}" | median)"
+r_med="$(median "${refresh_ms[*]}")"
+c_med="$(median "${copy_ms[*]}")"
 peak_max="$(printf '%s\n' "${peaks[@]}" | sort -n | tail -n 1)"
 hwm_max="$(printf '%s\n' "${hwms[@]}" | sort -n | tail -n 1)"
 

@@ -75,15 +75,6 @@ psql_q -d "$DB" -c "EXPLAIN (COSTS OFF) $Q_COUNT" | sed 's/^/    /' >&2
 # ---------------------------------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------------------------------
-# time_cmd OUTFILE CMD... — run CMD with stdout to OUTFILE, print the wall time in ms (3 decimals).
-time_cmd() {
-    local out="$1" t0 t1; shift
-    t0=$EPOCHREALTIME
-    "$@" >"$out" 2>>"$WORK_DIR/bench-stderr.log" || { log "failed: $*"; tail -n 20 "$WORK_DIR/bench-stderr.log" >&2; exit 1; }
-    t1=$EPOCHREALTIME
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) * 1000 }'
-}
-
 run_raw()   { "$RAW" -b "$KAFKA_BROKERS" -t "$TOPIC"; }
 run_rawfdw() { "$RAW" -b "$KAFKA_BROKERS" -t "$TOPIC" "${FDW_QUEUE_ARGS[@]}"; }
 run_kcat()  { kcat -C -b "$KAFKA_BROKERS" -t "$TOPIC" -o beginning -e -q -f '%o\n'; }
@@ -151,9 +142,9 @@ for round in $(seq 0 "$RUNS"); do
     line=""
     for what in "${WHATS[@]}"; do
         if [ "$what" = kcat ] && [ "$round" -gt 0 ]; then
-            t="$(time_cmd /dev/null run_kcat)"       # as specified: output to /dev/null
+            read -r t _ <<<"$(time_cmd /dev/null run_kcat)"   # as specified: output to /dev/null
         else
-            t="$(time_cmd "$OUT" "run_$what")"
+            read -r t _ <<<"$(time_cmd "$OUT" "run_$what")"
             check_output "$what"
         fi
         if [ "$round" -gt 0 ]; then
@@ -166,12 +157,6 @@ for round in $(seq 0 "$RUNS"); do
     else log "round $round/$RUNS:$line"; fi
 done
 
-# median LIST — median of whitespace-separated numbers.
-median() {
-    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.1f\n", v[(NR + 1) / 2];
-                                  else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 declare -A MED=()
 for what in "${WHATS[@]}"; do MED[$what]="$(median "${TIMES[$what]}")"; done
