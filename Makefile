@@ -12,6 +12,7 @@ OBJS = \
 	src/scan.o \
 	src/parallel.o \
 	src/record.o \
+	src/record_eval.o \
 	src/import.o \
 	src/refresh.o \
 	src/stream_catalog.o \
@@ -19,7 +20,7 @@ OBJS = \
 	src/worker.o \
 	src/functions.o
 
-DATA = kafka_fdw--1.0.sql
+DATA = kafka_fdw--1.0.sql kafka_fdw--1.0--1.1.sql
 PGFILEDESC = "kafka_fdw - foreign data wrapper for Apache Kafka"
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))

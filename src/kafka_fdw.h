@@ -152,6 +152,15 @@ extern void kafka_check_connection_alive(KafkaConnection *conn,
 extern void kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
 							   const char *topic) pg_attribute_noreturn();
 
+/* Indexes of the ForeignScan's fdw_private list (built in planner.c). */
+enum KafkaPlanPrivate
+{
+	KafkaPrivateRetrievedAttrs,	/* List of attnums to fill */
+	KafkaPrivateCondColumns,	/* List of KafkaColumn, one per fdw_exprs */
+	KafkaPrivateCondOps,		/* List of KafkaCondOp, one per fdw_exprs */
+	KafkaPrivateStreamScan		/* Integer: 1 on a streaming refresh's own scan */
+};
+
 /* in planner.c */
 extern void kafkaGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel,
 								   Oid foreigntableid);

@@ -93,12 +93,14 @@ typedef struct KafkaWorkItem
 	int64		start;
 	int64		end;
 	int64		skip_before_ms;
+	KafkaRecordFingerprint verify;	/* the first item of a refresh's range: see stream.h */
 	/* counts, written under the mutex by the participant that read it */
 	int64		records;
 	int64		bytes;
 	int64		skipped;
 	int64		ts_min_ms;
 	int64		ts_max_ms;
+	KafkaRecordFingerprint last;	/* the last record read */
 } KafkaWorkItem;
 
 /* What one participant did, for EXPLAIN ANALYZE. */
@@ -193,8 +195,7 @@ shared_skips(KafkaParallelShared *sh)
 static bool
 feeds_stream(ForeignScanState *node)
 {
-	return kafka_active_stream != NULL &&
-		kafka_active_stream->ftable_oid == RelationGetRelid(node->ss.ss_currentRelation);
+	return kafka_scan_stream_context(node) != NULL;
 }
 
 bool
@@ -352,6 +353,10 @@ publish_work(ForeignScanState *node, KafkaScanState *st, int nworkers)
 				it->start = r->start + cut(len, pieces[i], round);
 				it->end = r->start + cut(len, pieces[i], round + 1);
 				it->skip_before_ms = r->skip_before_ms;
+				it->verify = r->verify;
+				if (round > 0)
+					it->verify.offset = -1;
+				it->last.offset = -1;
 				it->ts_min_ms = it->ts_max_ms = -1;
 				maxpart = Max(maxpart, r->partition);
 			}
@@ -478,6 +483,8 @@ collect(KafkaScanState *st)
 				sp->ts_min_ms = it->ts_min_ms;
 			if (it->ts_max_ms > sp->ts_max_ms)
 				sp->ts_max_ms = it->ts_max_ms;
+			if (it->last.offset > sp->last.offset)
+				sp->last = it->last;
 		}
 		old = MemoryContextSwitchTo(ctx->cxt);
 		for (int i = 0; i < nskips && list_length(ctx->skipped) < KAFKA_MAX_LOGGED_SKIPS; i++)
@@ -628,9 +635,11 @@ kafka_parallel_claim(KafkaScanState *st, KafkaPartitionScan *range)
 	range->start = it->start;
 	range->end = it->end;
 	range->skip_before_ms = it->skip_before_ms;
+	range->verify = it->verify;
 	range->stream_index = it->stream_index;
 	range->item = (int) i;
 	range->last_offset = -1;
+	range->last.offset = -1;
 	range->ts_min_ms = range->ts_max_ms = -1;
 
 	SpinLockAcquire(&sh->mutex);
@@ -662,6 +671,8 @@ kafka_parallel_range_done(KafkaScanState *st, KafkaPartitionScan *ps,
 		it->ts_min_ms = ps->ts_min_ms;
 	if (ps->ts_max_ms > it->ts_max_ms)
 		it->ts_max_ms = ps->ts_max_ms;
+	if (ps->last.offset > it->last.offset)
+		it->last = ps->last;
 	me->records += records;
 	me->bytes += bytes;
 	me->skipped += skipped;

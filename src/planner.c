@@ -361,7 +361,8 @@ estimate_records(KafkaPlanState *ps, const KafkaScanBounds *b, Oid userid, Oid r
 	if (b->empty)
 		return;
 
-	if (kafka_active_stream && kafka_active_stream->ftable_oid == relid)
+	if (kafka_active_stream && kafka_active_stream->planning &&
+		kafka_active_stream->ftable_oid == relid)
 	{
 		KafkaStreamContext *ctx = kafka_active_stream;
 
@@ -522,6 +523,8 @@ kafkaGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	fdw_private = lappend(fdw_private, retrieved_attributes(baserel, ps->natts));
 	fdw_private = lappend(fdw_private, ps->cond_columns);
 	fdw_private = lappend(fdw_private, ps->cond_ops);
+	/* set by the streaming refresh on its own scan node (refresh.c) */
+	fdw_private = lappend(fdw_private, makeInteger(0));
 
 	return make_foreignscan(tlist, scan_clauses, baserel->relid,
 							ps->cond_exprs, fdw_private, NIL, NIL, outer_plan);

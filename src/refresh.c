@@ -252,17 +252,45 @@ plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptio
 	KafkaStreamContext *ctx = palloc0(sizeof(KafkaStreamContext));
 	int			nids;
 	KafkaWatermark *wm;
-	int32	   *stored_parts;
-	int64	   *stored_offs;
+	KafkaStoredPosition *stored;
 	int			nstored;
 	int64	   *initial;
 	int64	   *skip_before;
 
 	ctx->ftable_oid = st->ftable_oid;
 	ctx->cxt = CurrentMemoryContext;
-	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
+	ctx->mv_name = pstrdup(RelationGetRelationName(matview));
+	nstored = kafka_stream_load_positions(mv_oid, &stored);
+
+	/* the stored offsets belong to the topic they were read from */
+	if (nstored > 0 && strcmp(st->topic, opts->topic) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the topic of materialized view \"%s\" changed from \"%s\" to \"%s\"",
+						RelationGetRelationName(matview), st->topic, opts->topic),
+				 errdetail("The view's stored offsets are positions in topic \"%s\"; reading topic \"%s\" from them would skip or mix records.",
+						   st->topic, opts->topic),
+				 errhint("Use kafka.reset_stream('%s') to ingest topic \"%s\" from its start position, or set the foreign table's topic option back to '%s'.",
+						 RelationGetRelationName(matview), opts->topic, st->topic)));
 
 	nids = kafka_fetch_watermarks(opts->serverid, owner, opts->topic, true, &wm);
+
+	/* partitions are never removed from a topic: one that was is another topic */
+	for (int j = 0; j < nstored; j++)
+	{
+		bool		found = false;
+
+		for (int i = 0; i < nids && !found; i++)
+			found = wm[i].partition == stored[j].partition;
+		if (!found)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("partition %d of topic \"%s\" that materialized view \"%s\" ingested no longer exists",
+							stored[j].partition, opts->topic, RelationGetRelationName(matview)),
+					 errdetail("Kafka never removes partitions from a topic; the topic may have been deleted and recreated, or the server may point at another cluster."),
+					 errhint("Use kafka.reset_stream('%s') to ingest the topic from its start position.",
+							 RelationGetRelationName(matview))));
+	}
 	initial = palloc(sizeof(int64) * Max(nids, 1));
 	skip_before = palloc(sizeof(int64) * Max(nids, 1));
 	initial_positions(owner, st, opts, nstored == 0, wm, nids, initial, skip_before);
@@ -273,11 +301,14 @@ plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptio
 	{
 		KafkaStreamPartition *p = &ctx->parts[i];
 		int64		next = -1;
+		KafkaRecordFingerprint last = {-1, -1, -1, -1};
 
-		/* both lists are sorted by partition */
 		for (int j = 0; j < nstored; j++)
-			if (stored_parts[j] == wm[i].partition)
-				next = stored_offs[j];
+			if (stored[j].partition == wm[i].partition)
+			{
+				next = stored[j].next_offset;
+				last = stored[j].last;
+			}
 
 		if (i > 0 && wm[i].partition <= wm[i - 1].partition)
 			elog(ERROR, "partitions of topic \"%s\" are not in ascending order", opts->topic);
@@ -285,6 +316,8 @@ plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptio
 		p->end = wm[i].high;
 		p->ts_min_ms = p->ts_max_ms = -1;
 		p->skip_before_ms = -1;
+		p->verify.offset = -1;
+		p->last.offset = -1;
 		if (next < 0)
 		{
 			p->start = initial[i];
@@ -312,24 +345,183 @@ plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptio
 			p->start = wm[i].low;
 		}
 		else
+		{
 			p->start = next;
+			/* read the last ingested record again, to check it is the same */
+			if (last.offset >= wm[i].low && last.offset < next && next < wm[i].high)
+				p->verify = last;
+		}
 	}
 	return ctx;
+}
+
+/*
+ * Mark the view's own scan of the Kafka table in the plan, so that only it
+ * reads the refresh's ranges (and evaluates the view's expressions, see
+ * record_eval.c); a scan of the same table in a function that the view
+ * calls runs its own plan and stays an ordinary scan.
+ */
+static void
+mark_stream_scan(Plan *plan, List *rtable, Oid ftable_oid)
+{
+	for (; plan != NULL; plan = plan->lefttree)
+	{
+		if (IsA(plan, ForeignScan))
+		{
+			ForeignScan *fs = (ForeignScan *) plan;
+
+			if (fs->scan.scanrelid > 0 &&
+				rt_fetch(fs->scan.scanrelid, rtable)->relid == ftable_oid &&
+				list_length(fs->fdw_private) > KafkaPrivateStreamScan)
+				castNode(Integer, list_nth(fs->fdw_private, KafkaPrivateStreamScan))->ival = 1;
+		}
+		mark_stream_scan(plan->righttree, rtable, ftable_oid);
+	}
+}
+
+/*
+ * Does a node above the view's scan evaluate expressions of the view (a
+ * filter, or a target list that is more than column references)?  Then
+ * errors there are not isolated per record; planning serially puts them on
+ * the scan node.
+ */
+static bool
+evaluates_above_scan(Plan *plan)
+{
+	for (; plan != NULL && !IsA(plan, ForeignScan); plan = plan->lefttree)
+		if (kafka_plan_node_evaluates(plan))
+			return true;
+	return false;
+}
+
+static PlannedStmt *
+plan_view_query(Query *query, const char *queryString, KafkaStreamContext *ctx,
+				int cursorOptions)
+{
+	PlannedStmt *plan;
+
+	ctx->planning = true;
+	PG_TRY();
+	{
+		plan = pg_plan_query(copyObject(query), queryString, cursorOptions, NULL);
+	}
+	PG_FINALLY();
+	{
+		ctx->planning = false;
+	}
+	PG_END_TRY();
+	mark_stream_scan(plan->planTree, plan->rtable, ctx->ftable_oid);
+	return plan;
+}
+
+/* Run the plan, appending to the view; returns the rows appended. */
+static uint64
+execute_view_plan(Relation matview, PlannedStmt *plan, const char *queryString)
+{
+	DestReceiver *dest = kafka_create_stream_dest(matview);
+	QueryDesc  *queryDesc;
+	uint64		processed;
+
+	PushCopiedSnapshot(GetActiveSnapshot());
+	UpdateActiveSnapshotCommandId();
+	queryDesc = CreateQueryDesc(plan, queryString, GetActiveSnapshot(),
+								InvalidSnapshot, dest, NULL, NULL, 0);
+	ExecutorStart(queryDesc, 0);
+	ExecutorRun(queryDesc, ForwardScanDirection, 0L, true);
+	ExecutorFinish(queryDesc);
+	ExecutorEnd(queryDesc);
+	FreeQueryDesc(queryDesc);
+	PopActiveSnapshot();
+	processed = kafka_stream_dest_processed(dest);
+	dest->rDestroy(dest);
+	return processed;
+}
+
+/* Forget what a failed run of the view's query counted. */
+static void
+reset_stream_counts(KafkaStreamContext *ctx)
+{
+	for (int i = 0; i < ctx->nparts; i++)
+	{
+		KafkaStreamPartition *p = &ctx->parts[i];
+
+		p->scanned_rows = p->skipped_rows = p->scanned_bytes = 0;
+		p->ts_min_ms = p->ts_max_ms = -1;
+	}
+	ctx->skipped = NIL;
+	ctx->nskipped = 0;
+	ctx->scanned = false;
+}
+
+/*
+ * Run a parallel plan inside a subtransaction.  PostgreSQL 15 allows no
+ * subtransaction in parallel mode, so its participants cannot skip a record
+ * on which the view's expressions fail; if that happens, the attempt is
+ * rolled back and false returned, for the caller to run the query serially,
+ * which skips such records (record_eval.c).  Other errors are re-thrown.
+ */
+static bool
+try_parallel_plan(Relation matview, PlannedStmt *plan, const char *queryString,
+				  uint64 *processed)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	MemoryContext attempt = AllocSetContextCreate(cxt, "kafka_fdw parallel refresh",
+												  ALLOCSET_DEFAULT_SIZES);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(attempt);
+	PG_TRY();
+	{
+		/* rows are inserted in parallel mode, which cannot assign an id */
+		(void) GetCurrentTransactionId();
+		*processed = execute_view_plan(matview, plan, queryString);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		/* the failed attempt's scans release their Kafka handles here */
+		MemoryContextDelete(attempt);
+		if (!kafka_error_is_record_error(edata))
+			ReThrowError(edata);
+		ereport(DEBUG1,
+				(errmsg_internal("parallel refresh of \"%s\" failed on a record, refreshing serially: %s",
+								 RelationGetRelationName(matview), edata->message)));
+		FreeErrorData(edata);
+		return false;
+	}
+	PG_END_TRY();
+	MemoryContextDelete(attempt);
+	return true;
 }
 
 /*
  * Run the view's query with the stream context active, appending to the
  * view.  As in PostgreSQL's REFRESH, the query runs as the view's owner in a
  * security-restricted operation.  Returns the number of rows appended.
+ *
+ * Under on_error 'skip' a record on which the view's expressions fail is
+ * skipped and logged: a serial plan isolates it itself (record_eval.c); a
+ * parallel plan that meets one is run again serially.
  */
 static uint64
-run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryString)
+run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryString,
+			   bool on_error_fail)
 {
 	Query	   *query = copyObject(get_view_query(matview));
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
-	DestReceiver *dest = kafka_create_stream_dest(matview);
 	uint64		processed = 0;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
@@ -341,7 +533,6 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
 	{
 		List	   *rewritten;
 		PlannedStmt *plan;
-		QueryDesc  *queryDesc;
 
 		kafka_active_stream = ctx;
 		AcquireRewriteLocks(query, true, false);
@@ -350,19 +541,18 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
 			elog(ERROR, "unexpected rewrite result for streaming materialized view");
 		query = linitial_node(Query, rewritten);
 		CHECK_FOR_INTERRUPTS();
-		plan = pg_plan_query(query, queryString, CURSOR_OPT_PARALLEL_OK, NULL);
+		plan = plan_view_query(query, queryString, ctx, CURSOR_OPT_PARALLEL_OK);
+		if (!on_error_fail && evaluates_above_scan(plan->planTree))
+			plan = plan_view_query(query, queryString, ctx, 0);
 
-		PushCopiedSnapshot(GetActiveSnapshot());
-		UpdateActiveSnapshotCommandId();
-		queryDesc = CreateQueryDesc(plan, queryString, GetActiveSnapshot(),
-									InvalidSnapshot, dest, NULL, NULL, 0);
-		ExecutorStart(queryDesc, 0);
-		ExecutorRun(queryDesc, ForwardScanDirection, 0L, true);
-		ExecutorFinish(queryDesc);
-		ExecutorEnd(queryDesc);
-		FreeQueryDesc(queryDesc);
-		PopActiveSnapshot();
-		processed = kafka_stream_dest_processed(dest);
+		if (on_error_fail || !plan->parallelModeNeeded)
+			processed = execute_view_plan(matview, plan, queryString);
+		else if (!try_parallel_plan(matview, plan, queryString, &processed))
+		{
+			reset_stream_counts(ctx);
+			plan = plan_view_query(query, queryString, ctx, 0);
+			processed = execute_view_plan(matview, plan, queryString);
+		}
 	}
 	PG_FINALLY();
 	{
@@ -370,7 +560,6 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
 	}
 	PG_END_TRY();
 
-	dest->rDestroy(dest);
 	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
@@ -405,6 +594,9 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString)
 	kafka_get_table_options(st.ftable_oid, &opts);
 
 	ctx = plan_refresh(matview, &st, &opts, refresh_time);
+	/* without stored offsets (a first load) the view follows the table's topic */
+	if (strcmp(st.topic, opts.topic) != 0)
+		kafka_stream_set_topic(mv_oid, opts.topic);
 
 	/*
 	 * The view's query may run in parallel, and while parallel mode is on no
@@ -412,7 +604,7 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString)
 	 * inserts (as PostgreSQL's REFRESH has, having created the new heap).
 	 */
 	(void) GetCurrentTransactionId();
-	rows = run_view_query(matview, ctx, queryString);
+	rows = run_view_query(matview, ctx, queryString, opts.on_error_fail);
 	kafka_stream_save_refresh(mv_oid, ctx, (int64) rows, refresh_time);
 
 	if (!RelationIsPopulated(matview))
@@ -449,6 +641,8 @@ kafka_stream_pending(Oid mv_oid)
 	if (!OidIsValid(owner))
 		return false;
 	kafka_get_table_options(st.ftable_oid, &opts);
+	if (strcmp(st.topic, opts.topic) != 0)
+		return true;			/* the refresh tells what is wrong */
 	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
 
 	/* high watermarks suffice while every partition has a stored offset */
@@ -482,6 +676,20 @@ kafka_stream_pending(Oid mv_oid)
 		}
 	}
 	return false;
+}
+
+/*
+ * The offsets are forgotten: the view follows its table's topic again (it
+ * may have been changed with ALTER FOREIGN TABLE).
+ */
+static void
+forget_topic(Oid mv_oid, const KafkaStreamState *st)
+{
+	KafkaTableOptions opts;
+
+	kafka_get_table_options(st->ftable_oid, &opts);
+	if (strcmp(st->topic, opts.topic) != 0)
+		kafka_stream_set_topic(mv_oid, opts.topic);
 }
 
 /* Error out unless the current user owns the view (REFRESH's rule). */
@@ -585,6 +793,7 @@ process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 					standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 											params, queryEnv, dest, qc);
 				kafka_stream_forget_offsets(mv_oid);
+				forget_topic(mv_oid, &st);
 				return;
 			}
 			{
@@ -723,6 +932,7 @@ kafka_reset_stream(PG_FUNCTION_ARGS)
 	CommandCounterIncrement();
 
 	kafka_stream_forget_offsets(mv_oid);
+	forget_topic(mv_oid, &st);
 	kafka_stream_set_next_start(mv_oid, start);
 	CommandCounterIncrement();
 

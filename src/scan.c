@@ -73,14 +73,6 @@
 #define KAFKA_POLL_MS 100		/* longest wait between interrupt checks */
 #define KAFKA_STALL_MS 20		/* an empty queue this long: wake the fetchers */
 
-/* Indexes of the ForeignScan's fdw_private list (see planner.c). */
-enum KafkaPlanPrivate
-{
-	KafkaPrivateRetrievedAttrs,	/* List of attnums to fill */
-	KafkaPrivateCondColumns,	/* List of KafkaColumn, one per fdw_exprs */
-	KafkaPrivateCondOps			/* List of KafkaCondOp, one per fdw_exprs */
-};
-
 static void scan_start(ForeignScanState *node, KafkaScanState *st);
 static void participant_refill(KafkaScanState *st);
 static double conf_get_number(rd_kafka_t *rk, const char *name, double dflt);
@@ -115,6 +107,15 @@ kafkaBeginForeignScan(ForeignScanState *node, int eflags)
 
 	/* expression states live in the executor's context, as usual */
 	st->cond_states = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
+
+	/*
+	 * The view's own scan in a streaming refresh evaluates the view's WHERE
+	 * and target list itself, record by record (record_eval.c).
+	 */
+	st->stream_node = list_length(plan->fdw_private) > KafkaPrivateStreamScan &&
+		intVal(list_nth(plan->fdw_private, KafkaPrivateStreamScan)) != 0;
+	if (st->stream_node)
+		kafka_eval_begin(node, st);
 
 	st->cleanup_cb.func = scan_cleanup;
 	st->cleanup_cb.arg = st;
@@ -184,11 +185,10 @@ kafka_scan_capture(ForeignScanState *node, KafkaScanState *st,
 	KafkaPartitionScan *parts;
 	int			n = 0;
 
-	if (kafka_active_stream &&
-		kafka_active_stream->ftable_oid == RelationGetRelid(node->ss.ss_currentRelation))
+	if (kafka_scan_stream_context(node))
 	{
 		/* a streaming refresh decided the ranges; the conditions narrow them */
-		KafkaStreamContext *ctx = kafka_active_stream;
+		KafkaStreamContext *ctx = kafka_scan_stream_context(node);
 
 		st->stream = ctx;
 		ctx->scanned = true;
@@ -203,6 +203,7 @@ kafka_scan_capture(ForeignScanState *node, KafkaScanState *st,
 			ps->low = ctx->parts[i].start;
 			ps->high = ctx->parts[i].end;
 			ps->skip_before_ms = ctx->parts[i].skip_before_ms;
+			ps->verify = ctx->parts[i].verify;
 			ps->stream_index = i;
 			n++;
 		}
@@ -226,6 +227,7 @@ kafka_scan_capture(ForeignScanState *node, KafkaScanState *st,
 			parts[i].low = wm[i].low;
 			parts[i].high = wm[i].high;
 			parts[i].skip_before_ms = -1;
+			parts[i].verify.offset = -1;
 			parts[i].stream_index = -1;
 		}
 	}
@@ -236,8 +238,15 @@ kafka_scan_capture(ForeignScanState *node, KafkaScanState *st,
 		ps->item = -1;
 		ps->last_offset = -1;
 		ps->ts_min_ms = ps->ts_max_ms = -1;
+		ps->last.offset = -1;
 		ps->start = Max(ps->low, st->bounds.offset_lo);
 		ps->end = Min(ps->high, st->bounds.offset_hi);
+		/* read the record to check too, unless the conditions exclude it */
+		if (ps->verify.offset >= 0 && ps->start == ps->low && ps->start < ps->end &&
+			ps->verify.offset < ps->start)
+			ps->start = ps->verify.offset;
+		else
+			ps->verify.offset = -1;
 	}
 	if (st->bounds.has_timestamp)
 		apply_timestamp_bound(st, conn, parts, n);
@@ -355,6 +364,8 @@ range_flush(KafkaScanState *st, KafkaPartitionScan *ps)
 			sp->ts_min_ms = ps->ts_min_ms;
 		if (ps->ts_max_ms > sp->ts_max_ms)
 			sp->ts_max_ms = ps->ts_max_ms;
+		if (ps->last.offset > sp->last.offset)
+			sp->last = ps->last;
 	}
 	ps->flushed_records = ps->records;
 	ps->flushed_bytes = ps->bytes;
@@ -616,6 +627,111 @@ record_conversion_failed(KafkaScanState *st, KafkaPartitionScan *ps,
 	pfree(text);
 }
 
+/* The fingerprint of a record (see stream.h). */
+void
+kafka_record_fingerprint(const rd_kafka_message_t *msg, KafkaRecordFingerprint *fp)
+{
+	char		type;
+
+	fp->offset = msg->offset;
+	fp->timestamp_ms = message_timestamp(msg, &type);
+	fp->key_len = msg->key ? (int32) msg->key_len : -1;
+	fp->value_len = msg->payload ? (int32) msg->len : -1;
+}
+
+static const char *
+describe_fingerprint(const KafkaRecordFingerprint *fp)
+{
+	const char *ts = "no timestamp";
+
+	if (fp->timestamp_ms >= 0)
+		ts = psprintf("timestamp %s",
+					  timestamptz_to_str((TimestampTz) fp->timestamp_ms * 1000 -
+										 ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)));
+	return psprintf("%s, a %s key and a %s value", ts,
+					fp->key_len < 0 ? "null" : psprintf("%d-byte", fp->key_len),
+					fp->value_len < 0 ? "null" : psprintf("%d-byte", fp->value_len));
+}
+
+/*
+ * A streaming refresh's range of a partition starts at the last record the
+ * view ingested before (ps->verify): check that the topic still holds that
+ * record, then drop it.  Returns true if msg is a record to use after all
+ * (the checked one is gone: compaction removed it).  A different record is
+ * an error: the offsets belong to another log.
+ */
+static bool
+verify_record(KafkaScanState *st, KafkaPartitionScan *ps, const rd_kafka_message_t *msg)
+{
+	KafkaRecordFingerprint want = ps->verify;
+	KafkaRecordFingerprint got;
+
+	ps->verify.offset = -1;
+	if (msg->offset != want.offset)
+		return true;
+	kafka_record_fingerprint(msg, &got);
+	if (got.timestamp_ms != want.timestamp_ms || got.key_len != want.key_len ||
+		got.value_len != want.value_len)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("partition %d of topic \"%s\" is not the log the materialized view ingested",
+						(int) msg->partition, st->opts.topic),
+				 errdetail("The view last ingested offset " INT64_FORMAT ", a record with %s; the topic now holds there a record with %s. The topic may have been deleted and recreated, or the server may point at another cluster.",
+						   want.offset, describe_fingerprint(&want), describe_fingerprint(&got)),
+				 st->stream ?
+				 errhint("Use kafka.reset_stream('%s') to ingest the topic from its start position.",
+						 st->stream->mv_name) :
+				 errhint("Use kafka.reset_stream() on the view to ingest the topic from its start position.")));
+	return false;
+}
+
+/*
+ * A record that kafka_scan_next() returned was skipped afterwards: the view's
+ * expressions failed on it (record_eval.c).  It counts as skipped and not as
+ * read, as a record that could not be converted does.  Serial scans only.
+ */
+void
+kafka_scan_record_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
+						 const char *reason)
+{
+	KafkaPartitionScan *ps = NULL;
+
+	for (int i = 0; i < st->nparts && ps == NULL; i++)
+		if (st->parts[i].partition == msg->partition &&
+			msg->offset >= st->parts[i].start && msg->offset < st->parts[i].end)
+			ps = &st->parts[i];
+	if (ps == NULL || st->par)
+		elog(ERROR, "no range of the scan holds offset " INT64_FORMAT " of partition %d",
+			 (int64) msg->offset, (int) msg->partition);
+	ps->records--;
+	ps->bytes -= msg->len + msg->key_len;
+	st->records--;
+	st->bytes -= msg->len + msg->key_len;
+	record_conversion_failed(st, ps, msg, reason, false);
+}
+
+/* Are the messages last taken off the queue all handled? */
+bool
+kafka_scan_batch_used_up(KafkaScanState *st)
+{
+	return st->batch_pos >= st->batch_len;
+}
+
+/*
+ * The streaming refresh this scan node feeds, or NULL: only the view's own
+ * scan node (marked by refresh.c) in the backend running the refresh.
+ */
+KafkaStreamContext *
+kafka_scan_stream_context(ForeignScanState *node)
+{
+	KafkaScanState *st = node->fdw_state;
+
+	if (st == NULL || !st->stream_node || kafka_active_stream == NULL ||
+		kafka_active_stream->ftable_oid != RelationGetRelid(node->ss.ss_currentRelation))
+		return NULL;
+	return kafka_active_stream;
+}
+
 /*
  * Handle one message from the queue.  Returns true if it was turned into
  * the slot's tuple.
@@ -674,6 +790,10 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 	if (msg->offset >= ps->end - 1)
 		partition_done(st, ps);
 	ps->last_offset = msg->offset;
+	if (ps->verify.offset >= 0 && !verify_record(st, ps, msg))
+		return false;
+	if (ps->stream_index >= 0)
+		kafka_record_fingerprint(msg, &ps->last);
 
 	/*
 	 * A streaming start position by timestamp that the broker could not
@@ -706,6 +826,8 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 	}
 	ExecStoreVirtualTuple(slot);
 	range_record_read(st, ps, msg);
+	st->cur_partition = msg->partition;
+	st->cur_offset = msg->offset;
 	return true;
 }
 
@@ -713,6 +835,20 @@ TupleTableSlot *
 kafkaIterateForeignScan(ForeignScanState *node)
 {
 	KafkaScanState *st = node->fdw_state;
+
+	if (st->eval)
+		return kafka_eval_next(node, st);
+	return kafka_scan_next(node, st);
+}
+
+/*
+ * The next record of the scan in the scan slot, or an empty slot at the
+ * end.  With st->hold_produced, the record's message is left in st->held
+ * (for the caller to destroy) instead of being destroyed.
+ */
+TupleTableSlot *
+kafka_scan_next(ForeignScanState *node, KafkaScanState *st)
+{
 	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
 
 	if (!st->started)
@@ -738,7 +874,10 @@ kafkaIterateForeignScan(ForeignScanState *node)
 
 			st->current = st->batch[st->batch_pos++];
 			produced = handle_message(st, st->current, slot);
-			rd_kafka_message_destroy(st->current);
+			if (produced && st->hold_produced)
+				st->held = st->current;
+			else
+				rd_kafka_message_destroy(st->current);
 			st->current = NULL;
 			if (produced)
 				return slot;
@@ -859,6 +998,13 @@ scan_cleanup(void *arg)
 		rd_kafka_message_destroy(st->current);
 		st->current = NULL;
 	}
+	if (st->held)
+	{
+		rd_kafka_message_destroy(st->held);
+		st->held = NULL;
+	}
+	if (st->eval)
+		kafka_eval_reset(st);
 	while (st->batch_pos < st->batch_len)
 		rd_kafka_message_destroy(st->batch[st->batch_pos++]);
 	st->batch_pos = st->batch_len = 0;

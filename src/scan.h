@@ -33,6 +33,9 @@ typedef struct KafkaPartitionScan
 	bool		done;
 	bool		flushed;		/* done, and its counts handed on */
 	int64		last_offset;	/* offset of the last record seen, -1 if none */
+	/* streaming refreshes: the record to check first, and the last one read */
+	KafkaRecordFingerprint verify;
+	KafkaRecordFingerprint last;
 	/* what was read, counted by the participant that read it */
 	int64		records;		/* records returned */
 	int64		bytes;
@@ -79,6 +82,13 @@ typedef struct KafkaScanState
 
 	/* set when this scan feeds a streaming refresh (see stream.h) */
 	KafkaStreamContext *stream;
+	/* set on a streaming refresh's own scan node, also in parallel workers */
+	bool		stream_node;
+	struct KafkaRecordEval *eval;	/* the view's expressions (record_eval.c) */
+	bool		hold_produced;	/* keep produced messages in 'held' */
+	rd_kafka_message_t *held;	/* the message of the record just returned */
+	int32		cur_partition;	/* the record just returned */
+	int64		cur_offset;
 
 	/* set when the scan is parallel-aware and has shared state */
 	KafkaParallelState *par;
@@ -120,7 +130,13 @@ typedef struct KafkaScanState
 #define KAFKA_PARALLEL_WINDOW 4
 
 /* in scan.c */
+extern TupleTableSlot *kafka_scan_next(ForeignScanState *node, KafkaScanState *st);
+extern bool kafka_scan_batch_used_up(KafkaScanState *st);
+extern KafkaStreamContext *kafka_scan_stream_context(ForeignScanState *node);
+extern void kafka_scan_record_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
+									 const char *reason);
 extern void kafka_scan_flush(KafkaScanState *st);
+extern void kafka_record_fingerprint(const rd_kafka_message_t *msg, KafkaRecordFingerprint *fp);
 extern void kafka_scan_forget_ranges(KafkaScanState *st);
 extern void kafka_scan_evaluate_bounds(ForeignScanState *node, KafkaScanState *st);
 extern int	kafka_scan_capture(ForeignScanState *node, KafkaScanState *st,
@@ -139,5 +155,10 @@ extern void kafka_parallel_log_skip(KafkaScanState *st, const rd_kafka_message_t
 									const char *reason, const char *first_skip_text);
 extern void kafka_parallel_finish(KafkaScanState *st);
 extern void kafka_parallel_explain(KafkaScanState *st, ExplainState *es);
+
+/* in record_eval.c: a streaming refresh's own scan evaluates the view's expressions */
+extern void kafka_eval_begin(ForeignScanState *node, KafkaScanState *st);
+extern TupleTableSlot *kafka_eval_next(ForeignScanState *node, KafkaScanState *st);
+extern void kafka_eval_reset(KafkaScanState *st);
 
 #endif							/* KAFKA_SCAN_H */

@@ -13,6 +13,22 @@
 #include "kafka_fdw.h"
 #include "tcop/dest.h"
 
+/*
+ * What identifies a record of a partition beyond its offset: its timestamp
+ * and the sizes of its key and value.  The last record a view ingested from
+ * a partition is stored with the offsets; the next refresh reads that record
+ * again and compares, so that a topic deleted and recreated (or a server
+ * pointed at another cluster) is noticed instead of being read from offsets
+ * that belong to another log.  offset -1: none.
+ */
+typedef struct KafkaRecordFingerprint
+{
+	int64		offset;
+	int64		timestamp_ms;	/* -1 if the record has none */
+	int32		key_len;		/* -1 for a null key */
+	int32		value_len;		/* -1 for a null value */
+} KafkaRecordFingerprint;
+
 /* One partition's part of a refresh: decided before the scan, counted by it. */
 typedef struct KafkaStreamPartition
 {
@@ -20,6 +36,8 @@ typedef struct KafkaStreamPartition
 	int64		start;			/* first offset to ingest */
 	int64		end;			/* high watermark at refresh start */
 	int64		skip_before_ms; /* start at the first record this recent; -1 */
+	KafkaRecordFingerprint verify;	/* the last record ingested before; -1: none */
+	KafkaRecordFingerprint last;	/* filled in by the scan: the last record read */
 	/* filled in by the scan */
 	int64		scanned_rows;	/* records read and converted */
 	int64		skipped_rows;	/* records skipped (on_error 'skip') */
@@ -44,8 +62,10 @@ typedef struct KafkaSkippedRecord
 #define KAFKA_MAX_LOGGED_SKIPS 1000	/* per refresh; the count is always exact */
 
 /*
- * Set while a streaming refresh runs its view's query: the scan of
- * 'ftable_oid' reads exactly these ranges instead of capturing watermarks.
+ * Set while a streaming refresh runs its view's query: the view's own scan
+ * node (marked in its plan, KafkaPrivateStreamScan) reads exactly these
+ * ranges instead of capturing watermarks.  Other scans of the same table,
+ * such as one in a function that the view calls, are ordinary scans.
  * Lives in the refresh's memory context.
  */
 typedef struct KafkaStreamContext
@@ -56,8 +76,21 @@ typedef struct KafkaStreamContext
 	List	   *skipped;		/* KafkaSkippedRecord, at most KAFKA_MAX_LOGGED_SKIPS */
 	int64		nskipped;
 	bool		scanned;		/* a scan used this context */
+	bool		planning;		/* the view's query is being planned */
+	const char *mv_name;		/* for messages */
 	MemoryContext cxt;
 } KafkaStreamContext;
+
+/*
+ * The start of the CONTEXT line of errors raised while a streaming refresh
+ * evaluates its view's expressions on a record (record_eval.c); refresh.c
+ * recognises such errors by it, also when a parallel worker raised them.
+ */
+#define KAFKA_RECORD_CONTEXT_TAG "Kafka record at"
+
+/* in record_eval.c */
+extern bool kafka_error_is_record_error(const ErrorData *edata);
+extern bool kafka_plan_node_evaluates(Plan *plan);
 
 /* in refresh.c */
 extern KafkaStreamContext *kafka_active_stream;
@@ -81,6 +114,17 @@ extern void kafka_stream_lock_state(Oid mv_oid);
 extern void kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic);
 extern void kafka_stream_set_next_start(Oid mv_oid, const char *start);
 extern int	kafka_stream_load_offsets(Oid mv_oid, int32 **partitions, int64 **offsets);
+
+/* A partition's stored next offset and the last record ingested before it. */
+typedef struct KafkaStoredPosition
+{
+	int32		partition;
+	int64		next_offset;
+	KafkaRecordFingerprint last;	/* offset -1: unknown */
+} KafkaStoredPosition;
+
+extern int	kafka_stream_load_positions(Oid mv_oid, KafkaStoredPosition **positions);
+extern void kafka_stream_set_topic(Oid mv_oid, const char *topic);
 extern void kafka_stream_forget_offsets(Oid mv_oid);
 extern void kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx,
 									  int64 rows, TimestampTz refresh_time);

@@ -224,6 +224,59 @@ kafka_stream_load_offsets(Oid mv_oid, int32 **partitions, int64 **offsets)
 	return n;
 }
 
+/*
+ * The stored positions with the last record ingested from each partition,
+ * sorted by partition; palloc'd in the caller's context.
+ */
+int
+kafka_stream_load_positions(Oid mv_oid, KafkaStoredPosition **positions)
+{
+	SpiSession	s;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(mv_oid)};
+	MemoryContext caller = CurrentMemoryContext;
+	int			n;
+
+	spi_begin(&s);
+	spi_exec("SELECT partition_id, next_offset, "
+			 "COALESCE(last_offset, -1), COALESCE(last_timestamp_ms, -1), "
+			 "COALESCE(last_key_len, -1), COALESCE(last_value_len, -1) "
+			 "FROM kafka.stream_offsets WHERE mv_oid OPERATOR(pg_catalog.=) $1 ORDER BY 1",
+			 1, types, values, NULL, SPI_OK_SELECT);
+	n = (int) SPI_processed;
+	*positions = MemoryContextAlloc(caller, sizeof(KafkaStoredPosition) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		KafkaStoredPosition *p = &(*positions)[i];
+		bool		isnull;
+
+		p->partition = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		p->next_offset = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		p->last.offset = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		p->last.timestamp_ms = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		p->last.key_len = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		p->last.value_len = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	}
+	spi_end(&s);
+	return n;
+}
+
+/* The topic the view's stored offsets belong to (after a reset). */
+void
+kafka_stream_set_topic(Oid mv_oid, const char *topic)
+{
+	SpiSession	s;
+	Oid			types[2] = {OIDOID, TEXTOID};
+	Datum		values[2] = {ObjectIdGetDatum(mv_oid), CStringGetTextDatum(topic)};
+
+	spi_begin(&s);
+	spi_exec("UPDATE kafka.stream_state SET topic = $2 WHERE mv_oid OPERATOR(pg_catalog.=) $1",
+			 2, types, values, NULL, SPI_OK_UPDATE);
+	spi_end(&s);
+}
+
 void
 kafka_stream_forget_offsets(Oid mv_oid)
 {
@@ -270,6 +323,10 @@ kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx, int64 rows,
 	int64	   *bytes = palloc(sizeof(int64) * Max(n, 1));
 	int64	   *tsmin = palloc(sizeof(int64) * Max(n, 1));
 	int64	   *tsmax = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *last_off = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *last_ts = palloc(sizeof(int64) * Max(n, 1));
+	int32	   *last_klen = palloc(sizeof(int32) * Max(n, 1));
+	int32	   *last_vlen = palloc(sizeof(int32) * Max(n, 1));
 	int64		xid = current_transaction_id();
 	ListCell   *lc;
 
@@ -285,18 +342,36 @@ kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx, int64 rows,
 		bytes[i] = p->scanned_bytes;
 		tsmin[i] = p->ts_min_ms;
 		tsmax[i] = p->ts_max_ms;
+		last_off[i] = p->last.offset;
+		last_ts[i] = p->last.timestamp_ms;
+		last_klen[i] = p->last.key_len;
+		last_vlen[i] = p->last.value_len;
 	}
 
 	spi_begin(&s);
 	{
-		Oid			types[3] = {OIDOID, INT4ARRAYOID, INT8ARRAYOID};
-		Datum		values[3] = {ObjectIdGetDatum(mv_oid), int_array(parts, n, INT4OID),
-		int_array(ends, n, INT8OID)};
+		/* a partition without records this time keeps its last record */
+		Oid			types[7] = {OIDOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+		INT4ARRAYOID, INT4ARRAYOID};
+		Datum		values[7] = {ObjectIdGetDatum(mv_oid), int_array(parts, n, INT4OID),
+			int_array(ends, n, INT8OID), int_array(last_off, n, INT8OID),
+			int_array(last_ts, n, INT8OID), int_array(last_klen, n, INT4OID),
+		int_array(last_vlen, n, INT4OID)};
 
-		spi_exec("INSERT INTO kafka.stream_offsets (mv_oid, partition_id, next_offset) "
-				 "SELECT $1, p, o FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS u(p, o) "
-				 "ON CONFLICT (mv_oid, partition_id) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-				 3, types, values, NULL, SPI_OK_INSERT);
+		spi_exec("INSERT INTO kafka.stream_offsets AS so (mv_oid, partition_id, next_offset, "
+				 "last_offset, last_timestamp_ms, last_key_len, last_value_len) "
+				 "SELECT $1, p, o, NULLIF(lo, -1), "
+				 "CASE WHEN lo OPERATOR(pg_catalog.>=) 0 THEN lt END, "
+				 "CASE WHEN lo OPERATOR(pg_catalog.>=) 0 THEN lk END, "
+				 "CASE WHEN lo OPERATOR(pg_catalog.>=) 0 THEN lv END "
+				 "FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4), "
+				 "pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) AS u(p, o, lo, lt, lk, lv) "
+				 "ON CONFLICT (mv_oid, partition_id) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
+				 "last_offset = COALESCE(EXCLUDED.last_offset, so.last_offset), "
+				 "last_timestamp_ms = CASE WHEN EXCLUDED.last_offset IS NULL THEN so.last_timestamp_ms ELSE EXCLUDED.last_timestamp_ms END, "
+				 "last_key_len = CASE WHEN EXCLUDED.last_offset IS NULL THEN so.last_key_len ELSE EXCLUDED.last_key_len END, "
+				 "last_value_len = CASE WHEN EXCLUDED.last_offset IS NULL THEN so.last_value_len ELSE EXCLUDED.last_value_len END",
+				 7, types, values, NULL, SPI_OK_INSERT);
 	}
 	{
 		Oid			types[11] = {OIDOID, INT8OID, TIMESTAMPTZOID, INT4ARRAYOID, INT8ARRAYOID,

@@ -596,6 +596,14 @@ refresh_one(Oid mv_oid, MemoryContext work_cxt)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		failure = edata->message;
+		/* an error on a record (on_error 'fail'): say which */
+		if (edata->context && strstr(edata->context, KAFKA_RECORD_CONTEXT_TAG))
+		{
+			const char *where = strstr(edata->context, KAFKA_RECORD_CONTEXT_TAG);
+
+			failure = psprintf("%s (%.*s)", edata->message,
+							   (int) strcspn(where, "\n"), where);
+		}
 		ereport(LOG,
 				(errmsg("kafka_fdw auto refresh of view %u failed: %s", mv_oid, failure),
 				 edata->detail ? errdetail("%s", edata->detail) : 0));

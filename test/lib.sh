@@ -76,6 +76,41 @@ assert_contains() {
     fi
 }
 
+# assert_same_rows EXPECTED_FILE ACTUAL_FILE MSG — "ok - MSG (N rows)" if the two files hold the same
+# lines (in any order) and ACTUAL has no line twice; else the duplicates or the diff, and exit 1.
+assert_same_rows() {
+    local dups
+    dups="$(LC_ALL=C sort "$2" | uniq -d | head -n 5)"
+    if [ -n "$dups" ]; then
+        echo "not ok - $3"; echo "#   duplicate rows:"; printf '%s\n' "$dups" | sed 's/^/#     /'; exit 1
+    fi
+    if ! diff <(LC_ALL=C sort "$1") <(LC_ALL=C sort "$2") >"$2.diff"; then
+        echo "not ok - $3"; head -n 20 "$2.diff" | sed 's/^/#   /'; exit 1
+    fi
+    echo "ok - $3 ($(wc -l <"$2") rows)"
+}
+
+# assert_view_holds_topic VIEW TOPIC EXCLUDED MSG — the (partition, offset) pairs of VIEW, read with the
+# caller's function q (one SQL statement), are exactly those of TOPIC read with kcat, minus the "p o" lines
+# of EXCLUDED (records skipped on purpose); no pair twice.
+assert_view_holds_topic() {
+    kcat -C -b "$KAFKA_BROKERS" -t "$2" -o beginning -e -q -f '%p %o\n' | LC_ALL=C sort \
+        | LC_ALL=C comm -23 - <(printf '%s' "$3" | LC_ALL=C sort) >"$TEST_TMP/expect.txt"
+    q "SELECT kafka_partition || ' ' || kafka_offset FROM $1" >"$TEST_TMP/view.txt"
+    assert_same_rows "$TEST_TMP/expect.txt" "$TEST_TMP/view.txt" "$4"
+}
+
+# make_analyst DB ROLE — create the ordinary login role ROLE if missing, with CREATE on schema public
+# of DB: the user the analyst-facing tests run as.
+make_analyst() {
+    psql_q -d "$1" >/dev/null <<SQL
+DO \$\$BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$2') THEN CREATE ROLE $2 LOGIN; END IF;
+END\$\$;
+GRANT CREATE ON SCHEMA public TO $2;
+SQL
+}
+
 # now_ms — print the current time in milliseconds since the epoch.
 now_ms() { date +%s%3N; }
 

@@ -24,15 +24,7 @@ q() { psql_q -d "$db" -c "$1"; }
 pct() { od -An -tx1 -v | tr -d ' \n' | sed 's/../%&/g'; }   # percent-encode stdin
 kcat_pairs() { kcat -C -b "$KAFKA_BROKERS" -t "$topic" -o beginning -e -q -f '%p %o\n' | LC_ALL=C sort; }
 # view_is VIEW EXCLUDED MSG: VIEW holds exactly the topic's records except the "p o" lines in EXCLUDED
-view_is() {
-    kcat_pairs | LC_ALL=C comm -23 - <(printf '%s' "$2" | LC_ALL=C sort) >"$TEST_TMP/expect.txt"
-    q "SELECT kafka_partition || ' ' || kafka_offset FROM $1" | LC_ALL=C sort >"$TEST_TMP/view.txt"
-    [ "$(uniq -d "$TEST_TMP/view.txt" | wc -l)" -eq 0 ] || die "duplicates in $1"
-    if ! diff "$TEST_TMP/expect.txt" "$TEST_TMP/view.txt" >"$TEST_TMP/diff.txt"; then
-        echo "not ok - $3"; head -n 20 "$TEST_TMP/diff.txt" | sed 's/^/#   /'; exit 1
-    fi
-    echo "ok - $3 ($(wc -l <"$TEST_TMP/view.txt") rows)"
-}
+view_is() { assert_view_holds_topic "$1" "$topic" "$2" "$3"; }
 offsets() { q "SELECT coalesce(string_agg(partition_id || ':' || next_offset, ' ' ORDER BY partition_id), 'none')
                  FROM kafka.stream_offsets WHERE mv_oid = '$1'::regclass"; }
 
