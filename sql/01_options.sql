@@ -17,6 +17,30 @@ CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'localhost:909
 CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '');
 CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'localhost:9092', authentication 'kerberos');
 CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'localhost:9092', authentication 'sasl_plain', password 'x');
+-- The broker list: host[:port] or [IPv6][:port], separated by commas (and
+-- spaces), at most 100; a bad entry is quoted (at most 64 bytes of it).
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers ',,,,');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'garbage!!@@::');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'b-1:9092,b-2:99999');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'b-1:');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers ':9092');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers 'SASL_SSL://b-1:9096');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '::1');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '[::1');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '[::g]:9092');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '[::1]9092');
+SELECT repeat('x', 100) || '!:9092' AS longbad,
+       string_agg('b-' || i || ':9092', ',') AS list101,
+       string_agg('b-' || i || ':9092', ',') FILTER (WHERE i <= 100) AS list100
+  FROM generate_series(1, 101) i \gset
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers :'longbad');
+CREATE SERVER bad FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers :'list101');
+CREATE SERVER okb FOREIGN DATA WRAPPER kafka_fdw
+  OPTIONS (brokers ' b-1:9092, b_2.example.com ,[::1]:9092,[fe80::1],10.0.0.1:9092,');
+ALTER SERVER okb OPTIONS (SET brokers 'nope!');
+ALTER SERVER okb OPTIONS (SET brokers :'list100');
+DROP SERVER okb;
+
 CREATE SERVER kafka FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers :'brokers', authentication 'none');
 ALTER SERVER kafka OPTIONS (DROP brokers);
 ALTER SERVER kafka OPTIONS (ADD brokres 'x');
@@ -68,12 +92,15 @@ SELECT count(*) FROM kt;
 RESET kafka_fdw.connect_timeout;
 DROP FOREIGN TABLE kt;
 
--- An unreachable broker fails after kafka_fdw.connect_timeout with a clear error.
+-- An unreachable broker fails after kafka_fdw.connect_timeout with a clear error;
+-- in it a list of more than 3 brokers is abbreviated.
 SELECT current_setting('kafka_test.unreachable') AS unreachable \gset
 CREATE SERVER dead FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers :'unreachable');
 CREATE FOREIGN TABLE dead_t (kafka_offset bigint) SERVER dead OPTIONS (topic 'kt');
 SET kafka_fdw.connect_timeout = '500ms';
 \set VERBOSITY terse
+SELECT * FROM dead_t;
+ALTER SERVER dead OPTIONS (SET brokers '127.0.0.1:1,127.0.0.2:1,127.0.0.3:1,127.0.0.4:1');
 SELECT * FROM dead_t;
 \set VERBOSITY default
 RESET kafka_fdw.connect_timeout;

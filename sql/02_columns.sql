@@ -76,11 +76,26 @@ SELECT kafka_offset, kafka_timestamp, kafka_timestamp_type FROM kt_ts
 SELECT kafka_offset, kafka_timestamp FROM kt WHERE kafka_partition = 0 ORDER BY 1;
 SET timezone = 'UTC';
 
--- records larger than kafka_fdw.max_record_size are skipped (or fail)
+-- records larger than kafka_fdw.max_record_size are skipped (or fail); the
+-- size counts key, value and the headers' names and values (partition 0,
+-- offset 4 has 8 bytes of key and value and 33 of headers)
 SET kafka_fdw.max_record_size = 20;
 SELECT kafka_partition, kafka_offset FROM kt ORDER BY 1, 2;
 SELECT kafka_partition, kafka_offset FROM kt_text WHERE kafka_partition = 0 ORDER BY 1, 2;
+SELECT kafka_partition, kafka_offset FROM kt_text
+ WHERE kafka_partition = 0 AND kafka_offset = 4;
+SET kafka_fdw.max_record_size = 41;
+SELECT kafka_partition, kafka_offset FROM kt_text WHERE kafka_partition = 0 ORDER BY 1, 2;
 RESET kafka_fdw.max_record_size;
+
+-- a header name that is not valid UTF-8 cannot be in kafka_headers (jsonb):
+-- the hint says to leave that column out, which reads the record
+CREATE FOREIGN TABLE badheaders (kafka_offset bigint, kafka_key text, kafka_headers jsonb)
+  SERVER cols OPTIONS (topic 'badheaders');
+SELECT * FROM badheaders ORDER BY 1;
+SELECT kafka_offset, kafka_key FROM badheaders ORDER BY 1;
+ALTER FOREIGN TABLE badheaders OPTIONS (ADD on_error 'fail');
+SELECT * FROM badheaders ORDER BY 1;
 
 -- whole-row references and joins between two scans of one topic
 SELECT count(*) FROM kt a JOIN kt b USING (kafka_partition, kafka_offset);

@@ -128,6 +128,17 @@ CREATE MATERIALIZED VIEW bad AS SELECT kafka_offset FROM ranges WHERE kafka_offs
 CREATE MATERIALIZED VIEW bad AS SELECT * FROM (SELECT kafka_offset FROM ranges) s;
 CREATE MATERIALIZED VIEW bad AS WITH w AS (SELECT kafka_offset FROM ranges) SELECT * FROM w;
 CREATE MATERIALIZED VIEW bad AS SELECT generate_series(1, 2), kafka_offset FROM ranges;
+-- Through a plain view (or a view of a view) it would be a plain materialized
+-- view rebuilt from the whole topic: refused, also inside other shapes.
+CREATE VIEW ranges_v AS SELECT kafka_partition, kafka_offset FROM ranges WHERE kafka_offset < 10;
+CREATE VIEW ranges_vv AS SELECT * FROM ranges_v;
+CREATE MATERIALIZED VIEW bad AS SELECT * FROM ranges_v;
+CREATE MATERIALIZED VIEW bad AS SELECT kafka_offset FROM ranges_vv;
+CREATE MATERIALIZED VIEW bad AS SELECT count(*) FROM ranges_v;
+CREATE MATERIALIZED VIEW bad AS SELECT g FROM generate_series(1, 3) g
+  WHERE g IN (SELECT kafka_offset FROM ranges_vv);
+SELECT count(*) FROM pg_class WHERE relname = 'bad';
+DROP VIEW ranges_vv, ranges_v;
 
 -- Other materialized views are PostgreSQL's, untouched.
 CREATE MATERIALIZED VIEW plain_mv AS SELECT g FROM generate_series(1, 3) g;

@@ -258,7 +258,7 @@ connection_create(Oid serverid, Oid userid)
 	conn->serverid = serverid;
 	conn->userid = userid;
 	conn->brokers = MemoryContextStrdup(TopMemoryContext,
-										kafka_server_brokers(server));
+										kafka_brokers_for_message(kafka_server_brokers(server)));
 	conn->server_hashvalue = GetSysCacheHashValue1(FOREIGNSERVEROID,
 												   ObjectIdGetDatum(serverid));
 	conn->mapping_hashvalue = mapping ?
@@ -455,7 +455,8 @@ kafka_connections_shutdown(int code, Datum arg)
 
 /*----------
  * Report a librdkafka error as a PostgreSQL error with a fitting SQLSTATE.
- * The broker list is named; librdkafka's own words go into the detail.
+ * The broker list is named (abbreviated when long: see
+ * kafka_brokers_for_message); librdkafka's own words go into the detail.
  *----------
  */
 void
@@ -481,6 +482,12 @@ kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
 		case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
 		case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
 		case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+			/*
+			 * Destroy the handle when it is released: its threads (one per
+			 * listed broker) would keep reconnecting to brokers no statement
+			 * is waiting for, and the next statement starts afresh anyway.
+			 */
+			conn->invalidated = true;
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
 					 errmsg("could not reach Kafka brokers \"%s\" within %d ms",

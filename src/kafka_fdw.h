@@ -124,6 +124,9 @@ extern char *kafka_server_brokers(ForeignServer *server);
 extern rd_kafka_conf_t *kafka_build_conf(ForeignServer *server, UserMapping *mapping,
 										 Oid userid, KafkaAuthConfig *auth,
 										 List **entries);
+#define KAFKA_MAX_BROKERS 100	/* entries of a server's option brokers at most */
+extern int	kafka_check_brokers(const char *brokers);
+extern char *kafka_brokers_for_message(const char *brokers);
 extern char *kafka_region_from_brokers(const char *brokers);
 extern bool kafka_parse_timestamp(const char *str, int64 *ms);
 

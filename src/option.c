@@ -40,6 +40,7 @@
 #include "catalog/pg_user_mapping.h"
 #include "commands/defrem.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -394,8 +395,9 @@ validate_option_value(DefElem *def)
 	const char *value = defGetString(def);
 	const KafkaOption *opt;
 
-	if (strcmp(def->defname, "brokers") == 0 ||
-		strcmp(def->defname, "topic") == 0)
+	if (strcmp(def->defname, "brokers") == 0)
+		(void) kafka_check_brokers(value);
+	else if (strcmp(def->defname, "topic") == 0)
 	{
 		if (value[0] == '\0')
 			ereport(ERROR,
@@ -566,6 +568,180 @@ validate_rdkafka_option(DefElem *def)
 					 errmsg("invalid value for librdkafka property \"%s\"", prop),
 					 errdetail("%s", errstr)));
 	}
+}
+
+/*
+ * The broker list: entries separated by commas (and spaces, as librdkafka
+ * reads it), each a host name or IPv4 address, or an IPv6 address in
+ * brackets, with an optional :port.  librdkafka runs a thread and a socket
+ * per entry, and skips what it cannot parse without a word (",,,," gave
+ * "No brokers configured" only after the whole connect timeout), so the
+ * list is checked here, at CREATE/ALTER SERVER and again before a handle is
+ * made (for servers created before the check), and bounded to
+ * KAFKA_MAX_BROKERS entries.
+ */
+
+/* Longest part of a bad entry quoted in an error */
+#define KAFKA_BROKER_QUOTED_BYTES 64
+
+/* Broker list entries named in messages; the rest are counted. */
+#define KAFKA_BROKERS_NAMED 3
+
+/* Is c a separator of the broker list? */
+#define IS_BROKER_SEP(c) ((c) == ',' || (c) == ' ' || (c) == '\t')
+
+/*
+ * The next entry of a broker list from *cursor on, or NULL at its end; sets
+ * *len and moves *cursor past the entry.
+ */
+static const char *
+next_broker_entry(const char **cursor, size_t *len)
+{
+	const char *p = *cursor;
+	const char *entry;
+
+	while (IS_BROKER_SEP(*p))
+		p++;
+	if (*p == '\0')
+		return NULL;
+	entry = p;
+	while (*p != '\0' && !IS_BROKER_SEP(*p))
+		p++;
+	*len = p - entry;
+	*cursor = p;
+	return entry;
+}
+
+/*
+ * Why the broker list entry [entry, entry + len) is not valid, as a detail
+ * sentence, or NULL if it is valid.
+ */
+static const char *
+broker_entry_error(const char *entry, size_t len)
+{
+	const char *end = entry + len;
+	const char *p = entry;
+	const char *host_end;
+
+	if (len >= 3 && memmem(entry, len, "://", 3) != NULL)
+		return "A broker address takes no protocol prefix: the protocol follows the server option \"authentication\".";
+	if (*p == '[')
+	{
+		/* [IPv6]: hex digits, colons and dots (an embedded IPv4) */
+		for (p++; p < end && *p != ']'; p++)
+			if (!(isxdigit((unsigned char) *p) || *p == ':' || *p == '.'))
+				return "An IPv6 address in brackets may contain only hex digits, colons and dots.";
+		if (p == end)
+			return "The closing bracket of the IPv6 address is missing.";
+		if (p == entry + 1)
+			return "The IPv6 address in brackets is empty.";
+		host_end = ++p;
+	}
+	else
+	{
+		for (; p < end && *p != ':'; p++)
+			if (!(isalnum((unsigned char) *p) || *p == '-' || *p == '.' || *p == '_'))
+				return "A host name may contain only letters, digits, hyphens, dots and underscores.";
+		host_end = p;
+		if (host_end == entry)
+			return "The host name is missing.";
+		if (host_end - entry > 253)
+			return "A host name has at most 253 characters.";
+		if (p < end && memchr(p + 1, ':', end - p - 1) != NULL)
+			return "An IPv6 address must be written in brackets, such as [::1]:9092.";
+	}
+	if (p < end)
+	{
+		long		port = 0;
+
+		if (*p != ':')
+			return "Only a port may follow the IPv6 address, after a colon.";
+		if (++p == end)
+			return "The port is missing after the colon.";
+		for (; p < end; p++)
+		{
+			if (!isdigit((unsigned char) *p))
+				return "The port must be a number from 1 to 65535.";
+			port = port * 10 + (*p - '0');
+			if (port > 65535)
+				return "The port must be a number from 1 to 65535.";
+		}
+		if (port == 0)
+			return "The port must be a number from 1 to 65535.";
+	}
+	return NULL;
+}
+
+/*
+ * Check the syntax and length of a broker list (see above); returns the
+ * number of brokers.  Errors quote at most KAFKA_BROKER_QUOTED_BYTES of the
+ * bad entry.
+ */
+int
+kafka_check_brokers(const char *brokers)
+{
+	const char *cursor = brokers;
+	const char *entry;
+	size_t		len;
+	int			n = 0;
+
+	while ((entry = next_broker_entry(&cursor, &len)) != NULL)
+	{
+		const char *reason;
+
+		if ((reason = broker_entry_error(entry, len)) != NULL)
+		{
+			int			shown = pg_mbcliplen(entry, (int) len, KAFKA_BROKER_QUOTED_BYTES);
+
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("invalid broker \"%.*s%s\" in option \"brokers\"",
+							shown, entry, (size_t) shown < len ? "..." : ""),
+					 errdetail("%s", reason),
+					 errhint("Give a comma-separated list of host:port pairs, such as 'b-1:9092,b-2:9092'.")));
+		}
+		if (++n > KAFKA_MAX_BROKERS)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("option \"brokers\" lists more than %d brokers", KAFKA_MAX_BROKERS),
+					 errdetail("The client runs a thread and a connection per listed broker."),
+					 errhint("List a few brokers of the cluster: the client learns the others from them.")));
+	}
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("option \"brokers\" lists no broker"),
+				 errhint("Give a comma-separated list of host:port pairs, such as 'b-1:9092,b-2:9092'.")));
+	return n;
+}
+
+/*
+ * The broker list for messages, palloc'd: the list itself if it has at most
+ * KAFKA_BROKERS_NAMED entries, else those first entries and the count, so
+ * that a long list does not fill every error.
+ */
+char *
+kafka_brokers_for_message(const char *brokers)
+{
+	StringInfoData buf;
+	const char *cursor = brokers;
+	const char *entry;
+	size_t		len;
+	int			n = 0;
+
+	initStringInfo(&buf);
+	while ((entry = next_broker_entry(&cursor, &len)) != NULL)
+	{
+		if (++n <= KAFKA_BROKERS_NAMED)
+			appendStringInfo(&buf, "%s%.*s", n > 1 ? "," : "", (int) len, entry);
+	}
+	if (n <= KAFKA_BROKERS_NAMED)
+	{
+		pfree(buf.data);
+		return pstrdup(brokers);
+	}
+	appendStringInfo(&buf, ",... (%d brokers)", n);
+	return buf.data;
 }
 
 /*
@@ -1049,6 +1225,8 @@ kafka_build_conf(ForeignServer *server, UserMapping *mapping, Oid userid,
 		memset(auth, 0, sizeof(*auth));
 	b.conf = rd_kafka_conf_new();
 
+	/* servers created before the list was checked are checked here */
+	(void) kafka_check_brokers(kafka_server_brokers(server));
 	conf_set(&b, "bootstrap.servers", kafka_server_brokers(server), false);
 	conf_set(&b, "client.id", "kafka_fdw", false);
 	conf_set(&b, "enable.auto.commit", "false", false);

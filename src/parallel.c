@@ -144,6 +144,7 @@ typedef struct KafkaParallelShared
 	bool		has_first_skip;
 	int32		first_skip_partition;
 	int64		first_skip_offset;
+	KafkaSkipKind first_skip_kind;
 	char		first_skip[KAFKA_SKIP_TEXT_LEN];
 	KafkaParticipantStats participants[FLEXIBLE_ARRAY_MEMBER];
 	/* followed by KafkaSharedSkip[max_skips], see shared_skips() */
@@ -413,6 +414,7 @@ collect(KafkaScanState *st)
 	bool		has_first;
 	int32		first_part = 0;
 	int64		first_off = 0;
+	KafkaSkipKind first_kind = KAFKA_SKIP_VALUE;
 	char		first_text[KAFKA_SKIP_TEXT_LEN];
 	MemoryContext old;
 
@@ -437,6 +439,7 @@ collect(KafkaScanState *st)
 	{
 		first_part = sh->first_skip_partition;
 		first_off = sh->first_skip_offset;
+		first_kind = sh->first_skip_kind;
 		memcpy(first_text, sh->first_skip, KAFKA_SKIP_TEXT_LEN);
 	}
 	SpinLockRelease(&sh->mutex);
@@ -461,7 +464,7 @@ collect(KafkaScanState *st)
 	if (has_first)
 	{
 		first_text[KAFKA_SKIP_TEXT_LEN - 1] = '\0';
-		kafka_scan_note_skip(st, first_part, first_off, first_text);
+		kafka_scan_note_skip(st, first_part, first_off, first_text, first_kind);
 	}
 
 	/* a streaming refresh: per-partition statistics and the skipped records */
@@ -685,7 +688,8 @@ kafka_parallel_range_done(KafkaScanState *st, KafkaPartitionScan *ps,
  */
 void
 kafka_parallel_log_skip(KafkaScanState *st, const rd_kafka_message_t *msg,
-						const char *reason, const char *first_skip_text)
+						const char *reason, const char *first_skip_text,
+						KafkaSkipKind kind)
 {
 	KafkaParallelShared *sh = st->par->shared;
 	KafkaSharedSkip e;
@@ -720,6 +724,7 @@ kafka_parallel_log_skip(KafkaScanState *st, const rd_kafka_message_t *msg,
 		sh->has_first_skip = true;
 		sh->first_skip_partition = msg->partition;
 		sh->first_skip_offset = msg->offset;
+		sh->first_skip_kind = kind;
 		strlcpy(sh->first_skip, first_skip_text, sizeof(sh->first_skip));
 	}
 	if (sh->nskips < sh->max_skips)

@@ -110,6 +110,7 @@ bytes_to_datum(KafkaRecordConverter *conv, Oid typid, const char *what,
 		return true;
 	}
 
+	conv->error_kind = KAFKA_SKIP_VALUE;
 	if (len > MaxAllocSize - VARHDRSZ - 1)
 	{
 		snprintf(conv->error, sizeof(conv->error),
@@ -188,8 +189,20 @@ headers_datum(KafkaRecordConverter *conv, const rd_kafka_message_t *msg, bool *o
 								   conv->header_sizes);
 	if (jb == NULL)
 	{
+		/* say which header, if it is a name that is not text */
 		strlcpy(conv->error, "The headers cannot be represented as jsonb.",
 				sizeof(conv->error));
+		for (int i = 0; i < n; i++)
+		{
+			if (!pg_verifymbstr(conv->header_names[i], (int) strlen(conv->header_names[i]), true))
+			{
+				snprintf(conv->error, sizeof(conv->error),
+						 "The name of header %d is not valid %s.", i + 1,
+						 GetDatabaseEncodingName());
+				break;
+			}
+		}
+		conv->error_kind = KAFKA_SKIP_HEADERS;
 		*ok = false;
 		return (Datum) 0;
 	}

@@ -11,6 +11,19 @@
 #include "kafka_fdw.h"
 #include "access/tupdesc.h"
 
+/*
+ * Why a record was skipped (or failed the scan): each calls for its own
+ * hint.
+ */
+typedef enum KafkaSkipKind
+{
+	KAFKA_SKIP_VALUE,			/* key or value not valid for its column type */
+	KAFKA_SKIP_HEADERS,			/* headers not representable as jsonb */
+	KAFKA_SKIP_OVERSIZED		/* larger than kafka_fdw.max_record_size */
+} KafkaSkipKind;
+
+#define KAFKA_NUM_SKIP_KINDS (KAFKA_SKIP_OVERSIZED + 1)
+
 /* Per-scan state of the record converter; see kafka_converter_init(). */
 typedef struct KafkaRecordConverter
 {
@@ -27,6 +40,7 @@ typedef struct KafkaRecordConverter
 	const void **header_values;
 	size_t	   *header_sizes;
 	char		error[256];		/* why the last record failed: a sentence */
+	KafkaSkipKind error_kind;	/* and what kind of failure it was */
 } KafkaRecordConverter;
 
 extern void kafka_converter_init(KafkaRecordConverter *conv, TupleDesc desc,

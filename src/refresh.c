@@ -110,8 +110,35 @@ is_kafka_table(Oid relid)
 	return handler && strcmp(handler, "kafka_fdw_handler") == 0;
 }
 
+typedef struct KafkaTablesSearch
+{
+	List	   *found;			/* kafka_fdw tables */
+	List	   *views;			/* the views being looked into */
+} KafkaTablesSearch;
+
+static bool find_kafka_tables_walker(Node *node, KafkaTablesSearch *search);
+
+/*
+ * Look into a plain view's query.  In PostgreSQL 15 its range table starts
+ * with the view itself (the rule's OLD and NEW), which is skipped.
+ */
+static void
+find_kafka_tables_in_view(Oid viewid, KafkaTablesSearch *search)
+{
+	Relation	view;
+
+	if (list_member_oid(search->views, viewid))
+		return;
+	check_stack_depth();		/* views over views */
+	view = table_open(viewid, AccessShareLock);
+	search->views = lappend_oid(search->views, viewid);
+	find_kafka_tables_walker((Node *) get_view_query(view), search);
+	search->views = list_delete_last(search->views);
+	table_close(view, AccessShareLock);
+}
+
 static bool
-find_kafka_tables_walker(Node *node, List **found)
+find_kafka_tables_walker(Node *node, KafkaTablesSearch *search)
 {
 	if (node == NULL)
 		return false;
@@ -124,22 +151,29 @@ find_kafka_tables_walker(Node *node, List **found)
 		{
 			RangeTblEntry *rte = lfirst_node(RangeTblEntry, lc);
 
-			if (rte->rtekind == RTE_RELATION && is_kafka_table(rte->relid))
-				*found = list_append_unique_oid(*found, rte->relid);
+			if (rte->rtekind != RTE_RELATION)
+				continue;
+			if (rte->relkind == RELKIND_VIEW)
+				find_kafka_tables_in_view(rte->relid, search);
+			else if (is_kafka_table(rte->relid))
+				search->found = list_append_unique_oid(search->found, rte->relid);
 		}
-		return query_tree_walker(q, find_kafka_tables_walker, found, 0);
+		return query_tree_walker(q, find_kafka_tables_walker, search, 0);
 	}
-	return expression_tree_walker(node, find_kafka_tables_walker, found);
+	return expression_tree_walker(node, find_kafka_tables_walker, search);
 }
 
-/* kafka_fdw tables a query reads, anywhere in it. */
+/*
+ * kafka_fdw tables a query reads, anywhere in it, also through plain views
+ * (which the query names unexpanded: the rewriter has not run yet).
+ */
 static List *
 kafka_tables_in_query(Query *query)
 {
-	List	   *found = NIL;
+	KafkaTablesSearch search = {NIL, NIL};
 
-	find_kafka_tables_walker((Node *) query, &found);
-	return found;
+	find_kafka_tables_walker((Node *) query, &search);
+	return search.found;
 }
 
 static void
@@ -186,6 +220,19 @@ validate_streaming_query(Query *query, const char *viewname)
 		!IsA(linitial(query->jointree->fromlist), RangeTblRef))
 		reject_shape(viewname, "joins or more than one relation");
 	rte = linitial_node(RangeTblEntry, query->rtable);
+
+	/*
+	 * Through a view, PostgreSQL would build a plain materialized view,
+	 * rebuilt from the whole topic on every refresh.  Refuse it rather than
+	 * look like a streaming view.
+	 */
+	if (rte->rtekind == RTE_RELATION && rte->relkind == RELKIND_VIEW)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("materialized view \"%s\" cannot read a Kafka topic through the view \"%s\"",
+						viewname, get_rel_name(rte->relid)),
+				 errdetail("A streaming materialized view reads its kafka_fdw table directly; over a view it would be a plain materialized view, rebuilt from the whole topic on every refresh."),
+				 errhint("Create the materialized view on the kafka_fdw table itself, with the view's projections and filters in its own query.")));
 	if (rte->rtekind != RTE_RELATION || !is_kafka_table(rte->relid))
 		reject_shape(viewname, "a Kafka table inside a subquery");
 	return rte->relid;

@@ -581,7 +581,8 @@ stream_record_skip(KafkaScanState *st, const rd_kafka_message_t *msg, const char
  * lowest makes the warning reproducible.  'text' is copied.
  */
 void
-kafka_scan_note_skip(KafkaScanState *st, int32 partition, int64 offset, const char *text)
+kafka_scan_note_skip(KafkaScanState *st, int32 partition, int64 offset, const char *text,
+					 KafkaSkipKind kind)
 {
 	if (st->first_skip == NULL || partition < st->first_skip_partition ||
 		(partition == st->first_skip_partition && offset < st->first_skip_offset))
@@ -591,14 +592,35 @@ kafka_scan_note_skip(KafkaScanState *st, int32 partition, int64 offset, const ch
 		st->first_skip = MemoryContextStrdup(st->scan_cxt, text);
 		st->first_skip_partition = partition;
 		st->first_skip_offset = offset;
+		st->first_skip_kind = kind;
 	}
 }
+
+/*
+ * What to do about a record skipped (or failing the scan) for each
+ * KafkaSkipKind: [kind][0] under on_error 'fail', [kind][1] in the warning
+ * about skipped records.
+ */
+static const char *const skip_hints[KAFKA_NUM_SKIP_KINDS][2] = {
+	[KAFKA_SKIP_VALUE] = {
+		"Declare the column as bytea to read the raw bytes, or set the table option on_error to 'skip'.",
+		"Declare the columns as bytea to read such records, or set the table option on_error to 'fail'."
+	},
+	[KAFKA_SKIP_HEADERS] = {
+		"Leave the column kafka_headers out of the query to read such records, or set the table option on_error to 'skip'.",
+		"Leave the column kafka_headers out of the query to read such records, or set the table option on_error to 'fail'."
+	},
+	[KAFKA_SKIP_OVERSIZED] = {
+		"Raise kafka_fdw.max_record_size to read such records, or set the table option on_error to 'skip'.",
+		"Raise kafka_fdw.max_record_size to read such records, or set the table option on_error to 'fail'."
+	},
+};
 
 /* Apply on_error to a record that could not be converted. */
 static void
 record_conversion_failed(KafkaScanState *st, KafkaPartitionScan *ps,
 						 const rd_kafka_message_t *msg, const char *reason,
-						 bool oversized)
+						 KafkaSkipKind kind)
 {
 	char	   *text;
 
@@ -608,21 +630,19 @@ record_conversion_failed(KafkaScanState *st, KafkaPartitionScan *ps,
 				 errmsg("could not convert Kafka record at partition %d, offset " INT64_FORMAT " of topic \"%s\"",
 						(int) msg->partition, (int64) msg->offset, st->opts.topic),
 				 errdetail("%s", reason),
-				 oversized ?
-				 errhint("Raise kafka_fdw.max_record_size, or set the table option on_error to 'skip'.") :
-				 errhint("Declare the column as bytea to read the raw bytes, or set the table option on_error to 'skip'.")));
+				 errhint("%s", skip_hints[kind][0])));
 
 	st->skipped++;
 	ps->skipped++;
 	text = psprintf("partition %d, offset " INT64_FORMAT ". %s",
 					(int) msg->partition, (int64) msg->offset, reason);
 	if (st->par)
-		kafka_parallel_log_skip(st, msg, reason, text);
+		kafka_parallel_log_skip(st, msg, reason, text, kind);
 	else
 	{
 		if (st->stream)
 			stream_record_skip(st, msg, reason);
-		kafka_scan_note_skip(st, msg->partition, msg->offset, text);
+		kafka_scan_note_skip(st, msg->partition, msg->offset, text, kind);
 	}
 	pfree(text);
 }
@@ -733,6 +753,32 @@ kafka_scan_stream_context(ForeignScanState *node)
 }
 
 /*
+ * The size of a record as kafka_fdw.max_record_size counts it: key, value,
+ * and the names and values of its headers.  Headers are looked at only when
+ * the record has some (librdkafka parses them once, for the headers column
+ * too); a record without them costs one call.
+ */
+static inline size_t
+record_size(const rd_kafka_message_t *msg)
+{
+	size_t		size = msg->len + msg->key_len;
+	rd_kafka_headers_t *hdrs;
+	const char *name;
+	const void *value;
+	size_t		value_size;
+
+	if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		for (size_t i = 0;
+			 rd_kafka_header_get_all(hdrs, i, &name, &value, &value_size) ==
+			 RD_KAFKA_RESP_ERR_NO_ERROR;
+			 i++)
+			size += strlen(name) + value_size;
+	}
+	return size;
+}
+
+/*
  * Handle one message from the queue.  Returns true if it was turned into
  * the slot's tuple.
  */
@@ -809,19 +855,19 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 		ps->skip_before_ms = -1;
 	}
 
-	if (msg->len + msg->key_len > (size_t) kafka_max_record_size)
+	if (record_size(msg) > (size_t) kafka_max_record_size)
 	{
 		record_conversion_failed(st, ps, msg,
 								 psprintf("The record of %zu bytes exceeds kafka_fdw.max_record_size (%d bytes).",
-										  msg->len + msg->key_len, kafka_max_record_size),
-								 true);
+										  record_size(msg), kafka_max_record_size),
+								 KAFKA_SKIP_OVERSIZED);
 		return false;
 	}
 
 	ExecClearTuple(slot);
 	if (!kafka_record_to_datums(&st->conv, msg, slot->tts_values, slot->tts_isnull))
 	{
-		record_conversion_failed(st, ps, msg, st->conv.error, false);
+		record_conversion_failed(st, ps, msg, st->conv.error, st->conv.error_kind);
 		return false;
 	}
 	ExecStoreVirtualTuple(slot);
@@ -1040,7 +1086,7 @@ report_skipped(KafkaScanState *st)
 				 errmsg("skipped " INT64_FORMAT " Kafka record(s) of topic \"%s\" that could not be converted",
 						st->skipped, st->opts.topic),
 				 errdetail("First skipped record: %s", st->first_skip),
-				 errhint("Declare the columns as bytea to read such records, or set the table option on_error to 'fail'.")));
+				 errhint("%s", skip_hints[st->first_skip_kind][1])));
 }
 
 /*

@@ -117,6 +117,7 @@ typedef struct KafkaScanState
 	char	   *first_skip;		/* the lowest skipped record and why */
 	int32		first_skip_partition;
 	int64		first_skip_offset;
+	KafkaSkipKind first_skip_kind;	/* for the warning's hint */
 } KafkaScanState;
 
 /*
@@ -142,7 +143,7 @@ extern void kafka_scan_evaluate_bounds(ForeignScanState *node, KafkaScanState *s
 extern int	kafka_scan_capture(ForeignScanState *node, KafkaScanState *st,
 							   KafkaConnection *conn, KafkaPartitionScan **ranges);
 extern void kafka_scan_note_skip(KafkaScanState *st, int32 partition, int64 offset,
-								 const char *text);
+								 const char *text, KafkaSkipKind kind);
 
 /* in parallel.c: called by scan.c while a participant reads */
 extern bool kafka_parallel_active(KafkaScanState *st);
@@ -152,7 +153,8 @@ extern bool kafka_parallel_claim(KafkaScanState *st, KafkaPartitionScan *range);
 extern void kafka_parallel_range_done(KafkaScanState *st, KafkaPartitionScan *ps,
 									  int64 records, int64 bytes, int64 skipped);
 extern void kafka_parallel_log_skip(KafkaScanState *st, const rd_kafka_message_t *msg,
-									const char *reason, const char *first_skip_text);
+									const char *reason, const char *first_skip_text,
+									KafkaSkipKind kind);
 extern void kafka_parallel_finish(KafkaScanState *st);
 extern void kafka_parallel_explain(KafkaScanState *st, ExplainState *es);
 
