@@ -19,10 +19,11 @@ typedef enum KafkaSkipKind
 {
 	KAFKA_SKIP_VALUE,			/* key or value not valid for its column type */
 	KAFKA_SKIP_HEADERS,			/* headers not representable as jsonb */
-	KAFKA_SKIP_OVERSIZED		/* larger than kafka_fdw.max_record_size */
+	KAFKA_SKIP_OVERSIZED,		/* larger than kafka_fdw.max_record_size */
+	KAFKA_SKIP_EXPRESSION		/* a streaming view's expressions failed on it */
 } KafkaSkipKind;
 
-#define KAFKA_NUM_SKIP_KINDS (KAFKA_SKIP_OVERSIZED + 1)
+#define KAFKA_NUM_SKIP_KINDS (KAFKA_SKIP_EXPRESSION + 1)
 
 /* Per-scan state of the record converter; see kafka_converter_init(). */
 typedef struct KafkaRecordConverter

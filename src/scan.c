@@ -614,6 +614,11 @@ static const char *const skip_hints[KAFKA_NUM_SKIP_KINDS][2] = {
 		"Raise kafka_fdw.max_record_size to read such records, or set the table option on_error to 'skip'.",
 		"Raise kafka_fdw.max_record_size to read such records, or set the table option on_error to 'fail'."
 	},
+	/* under on_error 'fail' the expression's own error is raised instead */
+	[KAFKA_SKIP_EXPRESSION] = {
+		"Make the view's expressions accept such records, or set the table option on_error to 'skip'.",
+		"The records are in kafka.stream_scan_errors. Make the view's expressions accept them (for example with kafka.can_json_parse() in WHERE), or set the table option on_error to 'fail'."
+	},
 };
 
 /* Apply on_error to a record that could not be converted. */
@@ -727,7 +732,7 @@ kafka_scan_record_failed(KafkaScanState *st, const rd_kafka_message_t *msg,
 	ps->bytes -= msg->len + msg->key_len;
 	st->records--;
 	st->bytes -= msg->len + msg->key_len;
-	record_conversion_failed(st, ps, msg, reason, false);
+	record_conversion_failed(st, ps, msg, reason, KAFKA_SKIP_EXPRESSION);
 }
 
 /* Are the messages last taken off the queue all handled? */
