@@ -19,7 +19,7 @@ OBJS = \
 	src/worker.o \
 	src/functions.o
 
-DATA = kafka_fdw--1.0.sql
+DATA = kafka_fdw--1.0.sql kafka_fdw--1.0--1.1.sql
 PGFILEDESC = "kafka_fdw - foreign data wrapper for Apache Kafka"
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))

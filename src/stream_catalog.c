@@ -410,11 +410,11 @@ kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx, int64 rows,
 
 		spi_exec("DELETE FROM kafka.stream_scan_log "
 				 "WHERE record_time OPERATOR(pg_catalog.<) "
-				 "pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)",
+				 "(pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 				 1, types, values, NULL, SPI_OK_DELETE);
 		spi_exec("DELETE FROM kafka.stream_error_log "
 				 "WHERE record_time OPERATOR(pg_catalog.<) "
-				 "pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)",
+				 "(pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 				 1, types, values, NULL, SPI_OK_DELETE);
 	}
 	spi_end(&s);
@@ -442,17 +442,16 @@ kafka_stream_log_lost_range(Oid mv_oid, TimestampTz refresh_time, int32 partitio
 	spi_end(&s);
 }
 
-/* The streaming views with auto refresh on, as a List of OIDs. */
-List *
-kafka_stream_auto_views(void)
+/* The OIDs a query of mv_oid returns, as a List. */
+static List *
+stream_views(const char *sql)
 {
 	SpiSession	s;
 	List	   *views = NIL;
 	MemoryContext caller = CurrentMemoryContext;
 
 	spi_begin(&s);
-	spi_exec("SELECT mv_oid FROM kafka.stream_state WHERE auto_refresh ORDER BY mv_oid",
-			 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	spi_exec(sql, 0, NULL, NULL, NULL, SPI_OK_SELECT);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -465,6 +464,20 @@ kafka_stream_auto_views(void)
 	}
 	spi_end(&s);
 	return views;
+}
+
+/* The streaming views with auto refresh on, as a List of OIDs. */
+List *
+kafka_stream_auto_views(void)
+{
+	return stream_views("SELECT mv_oid FROM kafka.stream_state WHERE auto_refresh ORDER BY mv_oid");
+}
+
+/* Every streaming view, as a List of OIDs. */
+List *
+kafka_stream_all_views(void)
+{
+	return stream_views("SELECT mv_oid FROM kafka.stream_state ORDER BY mv_oid");
 }
 
 void
