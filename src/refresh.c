@@ -694,6 +694,8 @@ kafka_install_utility_hook(void)
 	ProcessUtility_hook = kafka_process_utility;
 }
 
+static void not_streaming_error(const char *name) pg_attribute_noreturn();
+
 static void
 not_streaming_error(const char *name)
 {
