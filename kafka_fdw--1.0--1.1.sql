@@ -135,41 +135,43 @@ END
 $$;
 
 -- 1.3 The monitoring views: only the rows of streaming views the user may
--- read (see 1.1).  security_barrier: a function in the user's WHERE clause
--- sees no row the filter removes.  Column lists as in 1.0 (stream_lag gains
--- "error" at the end), so CREATE OR REPLACE keeps views built on them.
+-- read (see 1.1), the rule written once, in kafka._readable_streams.
+-- security_barrier: a function in the user's WHERE clause sees no row the
+-- filter removes.  Column lists as in 1.0 (stream_lag gains "error" at the
+-- end), so CREATE OR REPLACE keeps the users' views built on them.
+
+-- The streaming views the current user may read, with the names the views
+-- below show.  Granted to nobody: the views read it with their owner's
+-- rights, as they read the state tables; the functions in its WHERE clause
+-- run as the user who queries them.
+CREATE VIEW kafka._readable_streams WITH (security_barrier = true) AS
+SELECT l.mv_oid, l.topic,
+       pg_catalog.format('%I.%I', mn.nspname, mc.relname) AS mv_name,
+       fn.nspname::pg_catalog.text AS external_schema_name
+  FROM kafka.stream_state l
+  JOIN pg_catalog.pg_class mc ON mc.oid OPERATOR(pg_catalog.=) l.mv_oid
+  JOIN pg_catalog.pg_namespace mn ON mn.oid OPERATOR(pg_catalog.=) mc.relnamespace
+  LEFT JOIN pg_catalog.pg_class fc ON fc.oid OPERATOR(pg_catalog.=) l.ftable_oid
+  LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) fc.relnamespace
+ WHERE pg_catalog.pg_has_role(mc.relowner, 'USAGE')
+    OR pg_catalog.has_table_privilege(mc.oid, 'SELECT');
+REVOKE ALL ON kafka._readable_streams FROM PUBLIC;
 
 CREATE OR REPLACE VIEW kafka.stream_scan_states WITH (security_barrier = true) AS
-SELECT fn.nspname::pg_catalog.text AS external_schema_name,
-       l.topic AS stream_name,
-       pg_catalog.format('%I.%I', mn.nspname, mc.relname) AS mv_name,
+SELECT r.external_schema_name, r.topic AS stream_name, r.mv_name,
        s.transaction_id, s.record_time, s.partition_id, s.start_position, s.latest_position,
        s.scanned_rows, s.skipped_rows, s.scanned_bytes,
        s.stream_record_time_min, s.stream_record_time_max
   FROM kafka.stream_scan_log s
-  JOIN kafka.stream_state l ON l.mv_oid OPERATOR(pg_catalog.=) s.mv_oid
-  JOIN pg_catalog.pg_class mc ON mc.oid OPERATOR(pg_catalog.=) s.mv_oid
-  JOIN pg_catalog.pg_namespace mn ON mn.oid OPERATOR(pg_catalog.=) mc.relnamespace
-  LEFT JOIN pg_catalog.pg_class fc ON fc.oid OPERATOR(pg_catalog.=) l.ftable_oid
-  LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) fc.relnamespace
- WHERE pg_catalog.pg_has_role(mc.relowner, 'USAGE')
-    OR pg_catalog.has_table_privilege(mc.oid, 'SELECT');
+  JOIN kafka._readable_streams r ON r.mv_oid OPERATOR(pg_catalog.=) s.mv_oid;
 
 CREATE OR REPLACE VIEW kafka.stream_scan_errors WITH (security_barrier = true) AS
-SELECT fn.nspname::pg_catalog.text AS external_schema_name,
-       l.topic AS stream_name,
-       pg_catalog.format('%I.%I', mn.nspname, mc.relname) AS mv_name,
+SELECT r.external_schema_name, r.topic AS stream_name, r.mv_name,
        e.transaction_id, e.stream_timestamp_type, e.stream_timestamp, e.record_time,
        e.partition_id, e.position, e.error_code, e.error_reason,
        e.key_prefix, e.value_prefix, e.lost_to, e.lost_count
   FROM kafka.stream_error_log e
-  JOIN kafka.stream_state l ON l.mv_oid OPERATOR(pg_catalog.=) e.mv_oid
-  JOIN pg_catalog.pg_class mc ON mc.oid OPERATOR(pg_catalog.=) e.mv_oid
-  JOIN pg_catalog.pg_namespace mn ON mn.oid OPERATOR(pg_catalog.=) mc.relnamespace
-  LEFT JOIN pg_catalog.pg_class fc ON fc.oid OPERATOR(pg_catalog.=) l.ftable_oid
-  LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) fc.relnamespace
- WHERE pg_catalog.pg_has_role(mc.relowner, 'USAGE')
-    OR pg_catalog.has_table_privilege(mc.oid, 'SELECT');
+  JOIN kafka._readable_streams r ON r.mv_oid OPERATOR(pg_catalog.=) e.mv_oid;
 
 CREATE OR REPLACE VIEW kafka.streams WITH (security_barrier = true) AS
 SELECT l.mv_oid::pg_catalog.regclass AS mv_name,
@@ -179,9 +181,7 @@ SELECT l.mv_oid::pg_catalog.regclass AS mv_name,
        l.last_error, l.last_error_time, l.last_success_time,
        l.total_rows, l.created_at
   FROM kafka.stream_state l
-  JOIN pg_catalog.pg_class mc ON mc.oid OPERATOR(pg_catalog.=) l.mv_oid
- WHERE pg_catalog.pg_has_role(mc.relowner, 'USAGE')
-    OR pg_catalog.has_table_privilege(mc.oid, 'SELECT');
+  JOIN kafka._readable_streams r ON r.mv_oid OPERATOR(pg_catalog.=) l.mv_oid;
 
 -- The rows of kafka.stream_lag: every streaming view the user may read (the
 -- C function applies the rule of 1.1), asking the brokers as the user.  A view
