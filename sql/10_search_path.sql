@@ -1,6 +1,7 @@
 -- search_path attacks (issue 10, item 1): a non-superuser with CREATE on a
--- schema plants operators, functions and types there, puts the schema first
--- on the search_path, and drives every entry point of the extension.  The
+-- schema plants operators, functions and types there
+-- (test/fixtures/search_path_traps.sql), puts the schema first on the
+-- search_path, and drives every entry point of the extension.  The
 -- extension's internal queries run as its owner (a superuser): none of them
 -- may resolve a name through that search_path.  Every planted object calls
 -- evil.trap(), which, when it runs as anyone but the attacker, records
@@ -28,90 +29,9 @@ CREATE MATERIALIZED VIEW victim_mv AS SELECT kafka_partition, kafka_offset FROM 
 CREATE MATERIALIZED VIEW victim_plain AS SELECT 1 AS x;
 RESET ROLE;
 
--- The attacker's traps.
+-- The attacker's traps (see the file for what each does).
 SET ROLE sp_attacker;
-GRANT USAGE ON SCHEMA evil TO PUBLIC;
-CREATE TABLE evil.ran (who name, sess name, what text);
-GRANT INSERT ON evil.ran TO PUBLIC;
-CREATE FUNCTION evil.trap(what text) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-  IF current_user OPERATOR(pg_catalog.<>) 'sp_attacker'::pg_catalog.name THEN
-    INSERT INTO evil.ran VALUES (current_user, session_user, what);
-    BEGIN
-      EXECUTE 'ALTER ROLE sp_attacker SUPERUSER';
-    EXCEPTION WHEN OTHERS THEN NULL;
-    END;
-  END IF;
-  RETURN true;
-END$$;
-
--- Operators for every type the extension's queries compare or compute
--- with, each returning what pg_catalog's operator returns.
-DO $$
-DECLARE
-  o record;
-  fn text;
-  n int := 0;
-BEGIN
-  FOR o IN
-    SELECT op, l, r, res
-      FROM unnest('{=,<>,<,<=,>,>=}'::text[]) op,
-           (VALUES ('oid', 'oid'), ('int4', 'int4'), ('int8', 'int8'), ('int8', 'int4'),
-                   ('text', 'text'), ('name', 'name'), ('name', 'text'), ('regclass', 'regclass'),
-                   ('timestamptz', 'timestamptz'), ('bool', 'bool')) t(l, r),
-           (VALUES ('bool')) b(res)
-    UNION ALL
-    SELECT op, l, r, res
-      FROM (VALUES ('+', 'int8', 'int8', 'int8'), ('-', 'int8', 'int8', 'int8'),
-                   ('+', 'int8', 'int4', 'int8'), ('-', 'int8', 'int4', 'int8'),
-                   ('+', 'int4', 'int4', 'int4'), ('-', 'int4', 'int4', 'int4'),
-                   ('/', 'int8', 'numeric', 'numeric'), ('/', 'numeric', 'numeric', 'numeric'),
-                   ('-', 'timestamptz', 'interval', 'timestamptz'),
-                   ('+', 'timestamptz', 'interval', 'timestamptz')) t(op, l, r, res)
-  LOOP
-    n := n + 1;
-    fn := 'evil.op' || n;
-    EXECUTE format('CREATE FUNCTION %s(a pg_catalog.%s, b pg_catalog.%s) RETURNS pg_catalog.%s '
-                   'LANGUAGE plpgsql AS $f$BEGIN PERFORM evil.trap(%L); '
-                   'RETURN a OPERATOR(pg_catalog.%s) b; END$f$',
-                   fn, o.l, o.r, o.res, format('%s(%s,%s)', o.op, o.l, o.r), o.op);
-    EXECUTE format('CREATE OPERATOR evil.%s (LEFTARG = pg_catalog.%s, RIGHTARG = pg_catalog.%s, '
-                   'FUNCTION = %s)', o.op, o.l, o.r, fn);
-  END LOOP;
-END$$;
-
--- Functions shadowing the ones the extension calls, with argument types that
--- match better than pg_catalog's.
-CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('now()'); RETURN pg_catalog.now(); END$$;
-CREATE FUNCTION evil.to_timestamp(numeric) RETURNS timestamptz LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('to_timestamp(numeric)'); RETURN pg_catalog.to_timestamp($1::float8); END$$;
-CREATE FUNCTION evil.unnest(int4[]) RETURNS SETOF int4 LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('unnest(int4[])'); RETURN QUERY SELECT pg_catalog.unnest($1); END$$;
-CREATE FUNCTION evil.unnest(int8[]) RETURNS SETOF int8 LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('unnest(int8[])'); RETURN QUERY SELECT pg_catalog.unnest($1); END$$;
-CREATE FUNCTION evil.make_interval(secs int4) RETURNS interval LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('make_interval(int4)'); RETURN pg_catalog.make_interval(secs => secs); END$$;
-CREATE FUNCTION evil.format(text, text) RETURNS text LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('format(text,text)'); RETURN pg_catalog.format($1, $2); END$$;
-CREATE FUNCTION evil.format(text, text, text) RETURNS text LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('format(text,text,text)'); RETURN pg_catalog.format($1, $2, $3); END$$;
-CREATE FUNCTION evil.format(text, text, text, text) RETURNS text LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('format(text,text,text,text)'); RETURN pg_catalog.format($1, $2, $3, $4); END$$;
-CREATE FUNCTION evil.quote_ident(name) RETURNS text LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('quote_ident(name)'); RETURN pg_catalog.quote_ident($1); END$$;
-CREATE FUNCTION evil.has_table_privilege(oid, text) RETURNS boolean LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('has_table_privilege'); RETURN true; END$$;
-CREATE FUNCTION evil.pg_has_role(oid, text) RETURNS boolean LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('pg_has_role'); RETURN true; END$$;
--- Types named like the ones of the columns IMPORT FOREIGN SCHEMA declares.
-CREATE FUNCTION evil.check_value(pg_catalog.bytea) RETURNS boolean LANGUAGE plpgsql AS
-  $$BEGIN RETURN evil.trap('domain check'); END$$;
-CREATE DOMAIN evil.bytea AS pg_catalog.bytea CHECK (evil.check_value(VALUE));
-CREATE DOMAIN evil.jsonb AS pg_catalog.jsonb CHECK (evil.check_value(VALUE::pg_catalog.text::pg_catalog.bytea));
-CREATE DOMAIN evil.timestamptz AS pg_catalog.timestamptz;
-CREATE DOMAIN evil.int8 AS pg_catalog.int8;
-CREATE DOMAIN evil.bpchar AS pg_catalog.bpchar;
+\i test/fixtures/search_path_traps.sql
 SET search_path = evil, pg_catalog;
 
 -- The traps work: an unqualified = on oids is the planted one.

