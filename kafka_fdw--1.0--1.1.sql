@@ -1,19 +1,226 @@
-/* kafka_fdw--1.0--1.1.sql: from 1.0 to 1.1.  A new installation runs
- * kafka_fdw--1.0.sql and then this script.  Every name is qualified, so the
- * script is safe whatever the search_path. */
+/* kafka_fdw--1.0--1.1.sql: update of kafka_fdw from 1.0 to 1.1.
+ * CREATE EXTENSION kafka_fdw installs 1.0 and then applies this script (there
+ * is no complete 1.1 script), so new installations and updated ones are the
+ * same.  As in 1.0, everything is schema-qualified, operators included, so
+ * that the script is safe whatever the search_path of the user running it.
+ * The script is in sections; each says what it is for. */
 
 \echo Use "ALTER EXTENSION kafka_fdw UPDATE TO '1.1'" to load this file. \quit
 
 ------------------------------------------------------------------------------
--- Topic identity (src/refresh.c, src/scan.c): the last record a view
--- ingested from each partition, read again by the next refresh to check
--- that the offsets still belong to the same log (a topic deleted and
--- recreated, or a server pointed at another cluster, is refused instead of
--- being read from offsets of another log).  NULL: not known yet (rows
--- written by 1.0, or no record ingested from the partition).
+-- Section 1: privileges and search_path safety (issue 10, items 1, 4, 6, 7).
+------------------------------------------------------------------------------
+
+-- 1.1 The privilege model.
+--
+--   * Schema kafka: USAGE for PUBLIC, so that every user can call the helpers
+--     and read the monitoring views.  Nobody but the extension's owner may
+--     create objects in it.
+--   * Functions: executable by PUBLIC (PostgreSQL's default), except
+--     kafka.connection_config (superusers; it also checks in C) and the two
+--     event trigger functions (revoked in 1.0).  The functions that act on a
+--     streaming view check in C before they do anything: reset_stream and
+--     set_auto_refresh need its ownership, stream_lag(view) SELECT on it (or
+--     its owner's privileges).  create_external_schema needs what its
+--     commands need: USAGE on the wrapper kafka_fdw and CREATE on the database.
+--   * The state tables (stream_state, stream_offsets, stream_scan_log,
+--     stream_error_log) stay closed: only the extension's code, running as the
+--     extension's owner, reads and writes them.
+--   * The monitoring views (below) are readable by PUBLIC and show only the
+--     rows of streaming views the user may read: those whose owner's
+--     privileges the user has (pg_has_role ... USAGE), those the user may
+--     SELECT from, and for superusers all.
+GRANT USAGE ON SCHEMA kafka TO PUBLIC;
+REVOKE ALL ON kafka.stream_state, kafka.stream_offsets, kafka.stream_scan_log,
+              kafka.stream_error_log FROM PUBLIC;
+
+-- 1.2 The SQL-language functions of 1.0, with every operator and function
+-- qualified as well as the pinned search_path (defence in depth).  Their
+-- lines are those of 1.0, so that errors name the same lines.
+
+CREATE OR REPLACE FUNCTION kafka.create_external_schema(schema_name pg_catalog.text,
+                                                        brokers pg_catalog.text,
+                                                        authentication pg_catalog.text DEFAULT 'none')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  EXECUTE pg_catalog.format('CREATE SERVER %I FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers %L, authentication %L)',
+                            schema_name, brokers, authentication);
+  EXECUTE pg_catalog.format('CREATE USER MAPPING FOR CURRENT_USER SERVER %I', schema_name);
+  EXECUTE pg_catalog.format('CREATE SCHEMA %I', schema_name);
+  EXECUTE pg_catalog.format('IMPORT FOREIGN SCHEMA kafka FROM SERVER %I INTO %I', schema_name, schema_name);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION kafka.refresh_external_schema(schema_name pg_catalog.text)
+RETURNS SETOF pg_catalog.text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  nsp pg_catalog.oid;
+  srv pg_catalog.text;
+  existing pg_catalog.text;
+  before pg_catalog.text[];
+BEGIN
+  SELECT n.oid INTO nsp FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) schema_name;
+  IF nsp IS NULL THEN
+    RAISE EXCEPTION 'schema "%" does not exist', schema_name
+      USING ERRCODE = 'invalid_schema_name';
+  END IF;
+
+  SELECT s.srvname INTO srv
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid OPERATOR(pg_catalog.=) c.oid
+    JOIN pg_catalog.pg_foreign_server s ON s.oid OPERATOR(pg_catalog.=) ft.ftserver
+    JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid OPERATOR(pg_catalog.=) s.srvfdw
+   WHERE c.relnamespace OPERATOR(pg_catalog.=) nsp AND w.fdwname OPERATOR(pg_catalog.=) 'kafka_fdw'
+   LIMIT 1;
+  IF srv IS NULL THEN
+    SELECT s.srvname INTO srv
+      FROM pg_catalog.pg_foreign_server s
+      JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid OPERATOR(pg_catalog.=) s.srvfdw
+     WHERE s.srvname OPERATOR(pg_catalog.=) schema_name AND w.fdwname OPERATOR(pg_catalog.=) 'kafka_fdw';
+  END IF;
+  IF srv IS NULL THEN
+    RAISE EXCEPTION 'schema "%" is not a Kafka external schema', schema_name
+      USING ERRCODE = 'undefined_object',
+            HINT = 'Create it with kafka.create_external_schema().';
+  END IF;
+
+  SELECT pg_catalog.array_agg(c.relname::pg_catalog.text),
+         pg_catalog.string_agg(pg_catalog.quote_ident(c.relname), ', ')
+    INTO before, existing
+    FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) nsp;
+
+  IF existing IS NULL THEN
+    EXECUTE pg_catalog.format('IMPORT FOREIGN SCHEMA kafka FROM SERVER %I INTO %I', srv, schema_name);
+  ELSE
+    EXECUTE pg_catalog.format('IMPORT FOREIGN SCHEMA kafka EXCEPT (%s) FROM SERVER %I INTO %I',
+                              existing, srv, schema_name);
+  END IF;
+
+  RETURN QUERY
+    SELECT c.relname::pg_catalog.text FROM pg_catalog.pg_class c
+     WHERE c.relnamespace OPERATOR(pg_catalog.=) nsp
+       AND NOT (c.relname::pg_catalog.text OPERATOR(pg_catalog.=)
+                ANY (COALESCE(before, '{}'::pg_catalog.text[])))
+     ORDER BY 1;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION kafka._drop_stream_state()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  dropped pg_catalog.oid[];
+BEGIN
+  SELECT pg_catalog.array_agg(d.objid) INTO dropped
+    FROM pg_catalog.pg_event_trigger_dropped_objects() d
+   WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
+     AND d.objsubid OPERATOR(pg_catalog.=) 0;
+  IF dropped IS NULL THEN
+    RETURN;
+  END IF;
+  DELETE FROM kafka.stream_offsets WHERE mv_oid OPERATOR(pg_catalog.=) ANY (dropped);
+  DELETE FROM kafka.stream_scan_log WHERE mv_oid OPERATOR(pg_catalog.=) ANY (dropped);
+  DELETE FROM kafka.stream_error_log WHERE mv_oid OPERATOR(pg_catalog.=) ANY (dropped);
+  DELETE FROM kafka.stream_state WHERE mv_oid OPERATOR(pg_catalog.=) ANY (dropped);
+END
+$$;
+
+-- 1.3 The monitoring views: only the rows of streaming views the user may
+-- read (see 1.1), the rule written once, in kafka._readable_streams.
+-- security_barrier: a function in the user's WHERE clause sees no row the
+-- filter removes.  Column lists as in 1.0 (stream_lag gains "error" at the
+-- end), so CREATE OR REPLACE keeps the users' views built on them.
+
+-- The streaming views the current user may read, with the names the views
+-- below show.  Granted to nobody: the views read it with their owner's
+-- rights, as they read the state tables; the functions in its WHERE clause
+-- run as the user who queries them.
+CREATE VIEW kafka._readable_streams WITH (security_barrier = true) AS
+SELECT l.mv_oid, l.topic,
+       pg_catalog.format('%I.%I', mn.nspname, mc.relname) AS mv_name,
+       fn.nspname::pg_catalog.text AS external_schema_name
+  FROM kafka.stream_state l
+  JOIN pg_catalog.pg_class mc ON mc.oid OPERATOR(pg_catalog.=) l.mv_oid
+  JOIN pg_catalog.pg_namespace mn ON mn.oid OPERATOR(pg_catalog.=) mc.relnamespace
+  LEFT JOIN pg_catalog.pg_class fc ON fc.oid OPERATOR(pg_catalog.=) l.ftable_oid
+  LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) fc.relnamespace
+ WHERE pg_catalog.pg_has_role(mc.relowner, 'USAGE')
+    OR pg_catalog.has_table_privilege(mc.oid, 'SELECT');
+REVOKE ALL ON kafka._readable_streams FROM PUBLIC;
+
+CREATE OR REPLACE VIEW kafka.stream_scan_states WITH (security_barrier = true) AS
+SELECT r.external_schema_name, r.topic AS stream_name, r.mv_name,
+       s.transaction_id, s.record_time, s.partition_id, s.start_position, s.latest_position,
+       s.scanned_rows, s.skipped_rows, s.scanned_bytes,
+       s.stream_record_time_min, s.stream_record_time_max
+  FROM kafka.stream_scan_log s
+  JOIN kafka._readable_streams r ON r.mv_oid OPERATOR(pg_catalog.=) s.mv_oid;
+
+CREATE OR REPLACE VIEW kafka.stream_scan_errors WITH (security_barrier = true) AS
+SELECT r.external_schema_name, r.topic AS stream_name, r.mv_name,
+       e.transaction_id, e.stream_timestamp_type, e.stream_timestamp, e.record_time,
+       e.partition_id, e.position, e.error_code, e.error_reason,
+       e.key_prefix, e.value_prefix, e.lost_to, e.lost_count
+  FROM kafka.stream_error_log e
+  JOIN kafka._readable_streams r ON r.mv_oid OPERATOR(pg_catalog.=) e.mv_oid;
+
+CREATE OR REPLACE VIEW kafka.streams WITH (security_barrier = true) AS
+SELECT l.mv_oid::pg_catalog.regclass AS mv_name,
+       l.ftable_oid::pg_catalog.regclass AS source_table,
+       l.topic, l.auto_refresh,
+       l.last_refresh_time, l.last_refresh_rows, l.last_refresh_status,
+       l.last_error, l.last_error_time, l.last_success_time,
+       l.total_rows, l.created_at
+  FROM kafka.stream_state l
+  JOIN kafka._readable_streams r ON r.mv_oid OPERATOR(pg_catalog.=) l.mv_oid;
+
+-- The rows of kafka.stream_lag: every streaming view the user may read (the
+-- C function applies the rule of 1.1), asking the brokers as the user.  A view
+-- whose cluster cannot be reached or whose topic is missing gets one row with
+-- NULL numbers and the reason in "error" instead of failing the query; an
+-- unreachable cluster is asked once per query, however many views use it.
+CREATE FUNCTION kafka._stream_lag_rows(OUT mv_oid pg_catalog.oid,
+                                       OUT topic pg_catalog.text,
+                                       OUT partition_id pg_catalog.int4,
+                                       OUT next_offset pg_catalog.int8,
+                                       OUT high_watermark pg_catalog.int8,
+                                       OUT lag pg_catalog.int8,
+                                       OUT error pg_catalog.text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'kafka_stream_lag_rows'
+LANGUAGE C STRICT;
+
+COMMENT ON FUNCTION kafka._stream_lag_rows() IS
+'internal: the rows of the view kafka.stream_lag';
+
+CREATE OR REPLACE VIEW kafka.stream_lag WITH (security_barrier = true) AS
+SELECT g.mv_oid::pg_catalog.regclass AS mv_name, g.topic,
+       g.partition_id, g.next_offset, g.high_watermark, g.lag, g.error
+  FROM kafka._stream_lag_rows() g;
+
+-- End of section 1.
+
+------------------------------------------------------------------------------
+-- Section 2: topic identity (issue 10, item 2; src/refresh.c, src/scan.c).
+-- The last record a view ingested from each partition, read again by the
+-- next refresh to check that the offsets still belong to the same log (a
+-- topic deleted and recreated, or a server pointed at another cluster, is
+-- refused instead of being read from offsets of another log).  NULL: not
+-- known yet (rows written by 1.0, or no record ingested from the partition).
 ------------------------------------------------------------------------------
 ALTER TABLE kafka.stream_offsets
   ADD COLUMN last_offset pg_catalog.int8,
   ADD COLUMN last_timestamp_ms pg_catalog.int8,   -- -1: the record had none
   ADD COLUMN last_key_len pg_catalog.int4,        -- -1: null key
   ADD COLUMN last_value_len pg_catalog.int4;      -- -1: null value
+
+-- End of section 2.

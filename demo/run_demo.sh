@@ -5,7 +5,9 @@
 # installs the packages it needs, builds and installs kafka_fdw and the test broker, starts a 3-broker
 # test Kafka cluster and a throwaway PostgreSQL 15 (in a temp dir), produces sample data like the Amazon
 # MSK Data Generator of the AWS walkthrough (topics "customer" and "order"), points an external schema at
-# the cluster and runs a few queries, printing each SQL statement before its result.
+# the cluster and runs a few queries, printing each SQL statement before its result. A superuser only
+# installs the extension and creates the role "analyst"; everything after that runs as that ordinary
+# role, as an analyst would use kafka_fdw.
 # Everything it started is stopped and removed at exit.
 #
 # Options:
@@ -57,6 +59,8 @@ if [ -n "$EXTERNAL_BROKERS" ] && [ "$TOPIC_PREFIX_SET" = 0 ]; then TOPIC_PREFIX=
 . "$REPO_ROOT/test/lib.sh"
 
 DB=dev                                         # the database of the AWS walkthrough
+ANALYST=analyst                                # an ordinary role: runs everything but the install
+PROMPT_CHAR='>'                                # psql's prompt: '>' for analyst, '#' for a superuser
 SCHEMA=msk_external_schema
 CUSTOMER_TOPIC="${TOPIC_PREFIX}customer"
 ORDER_TOPIC="${TOPIC_PREFIX}order"
@@ -107,11 +111,11 @@ note() { printf '%s\n' "$*"; }
 print_sql() {
     printf '\n'
     printf '%s\n' "$1" | sed 's/^/-- /'
-    printf '%s\n' "$2" | sed "1s/^/$DB=# /; 2,\$s/^/$DB-# /"
+    printf '%s\n' "$2" | sed "1s/^/$DB=$PROMPT_CHAR /; 2,\$s/^/$DB-$PROMPT_CHAR /"
 }
 
-# run_sql SQL — run SQL (statements or psql meta-commands) in $DB and print the result.
-run_sql() { printf '%s\n' "$1" | psql -X -q -P pager=off -v ON_ERROR_STOP=1 -d "$DB"; }
+# run_sql SQL — run SQL (statements or psql meta-commands) in $DB as $ANALYST and print the result.
+run_sql() { printf '%s\n' "$1" | psql -X -q -P pager=off -v ON_ERROR_STOP=1 -U "$ANALYST" -d "$DB"; }
 
 # show_sql COMMENT SQL — print the SQL, then run it.
 show_sql() { print_sql "$1" "$2"; run_sql "$2"; }
@@ -301,6 +305,16 @@ step_postgres() {
     start_postgres "$WORK_DIR/pg"
     pg_install_extension "$DB" >/dev/null
     note "Database \"$DB\" (the database name of the AWS walkthrough), extension kafka_fdw installed."
+    local grants="CREATE ROLE $ANALYST LOGIN;
+GRANT USAGE ON FOREIGN DATA WRAPPER kafka_fdw TO $ANALYST;   -- to create servers
+GRANT CREATE ON DATABASE $DB TO $ANALYST;                     -- to create schemas
+GRANT CREATE ON SCHEMA public TO $ANALYST;                    -- for the materialized view"
+    PROMPT_CHAR='#'
+    print_sql "As the superuser: an ordinary role for the analyst, who creates servers and schemas of their own.
+The helpers and monitoring views of schema kafka need no grant." "$grants"
+    printf '%s\n' "$grants" | psql -X -q -v ON_ERROR_STOP=1 -d "$DB"
+    PROMPT_CHAR='>'
+    note "From here on every statement runs as the ordinary role \"$ANALYST\" (psql -U $ANALYST)."
 }
 
 step_external_schema() {
@@ -471,7 +485,7 @@ step_finish() {
         return 0
     fi
     note "KEEP=1: PostgreSQL and the Kafka cluster keep running until you press Ctrl-C."
-    note "  psql:   psql -h $PGHOST -p $PGPORT -U $PGUSER $DB"
+    note "  psql:   psql -h $PGHOST -p $PGPORT -U $ANALYST $DB    (superuser: -U $PGUSER)"
     note "  Kafka:  $KAFKA_BROKERS"
     note "          kcat -b $KAFKA_BROKERS -C -t $CUSTOMER_TOPIC -e"
     if [ -z "$EXTERNAL_BROKERS" ]; then

@@ -6,6 +6,10 @@
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS kafka_fdw;
 RESET client_min_messages;
+-- The helpers are for everyone (schema kafka is usable by PUBLIC): the rest
+-- of this test runs as an ordinary user without any grant.
+CREATE ROLE fn_analyst;
+SET ROLE fn_analyst;
 
 -- SQLSTATE of a statement, 'ok' if it succeeds
 CREATE FUNCTION pg_temp.sqlstate_of(query text) RETURNS text
@@ -299,3 +303,6 @@ SELECT count(*) AS values,
 FROM v;
 SELECT kafka._build_headers_for_test(ARRAY['a', 'b'], ARRAY['\x61'::bytea]);
 SELECT kafka._build_headers_for_test(ARRAY[NULL, 'b'], ARRAY['\x61'::bytea, '\x62'::bytea]);
+RESET ROLE;
+DROP OWNED BY fn_analyst;
+DROP ROLE fn_analyst;

@@ -153,7 +153,6 @@ SELECT * FROM per_partition ORDER BY 1;
 -- extension's tables.
 CREATE ROLE stream_owner;
 CREATE ROLE stream_other;
-GRANT USAGE ON SCHEMA kafka TO stream_owner, stream_other;
 GRANT SELECT ON ranges TO stream_owner;
 GRANT USAGE, CREATE ON SCHEMA streaming TO stream_owner;
 GRANT USAGE ON SCHEMA streaming TO stream_other;

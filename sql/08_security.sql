@@ -12,7 +12,6 @@ CREATE ROLE sec_user;
 CREATE ROLE sec_other;
 GRANT USAGE ON FOREIGN DATA WRAPPER kafka_fdw TO sec_user;
 GRANT USAGE, CREATE ON SCHEMA sec TO sec_user;
-GRANT USAGE ON SCHEMA kafka TO sec_user, sec_other;
 
 -- 1. authentication 'none': the whole effective configuration.
 CREATE SERVER sec_none FOREIGN DATA WRAPPER kafka_fdw

@@ -23,6 +23,10 @@
  * would import nothing and say nothing: it is an error whose hint names the
  * table to ask for instead.
  *
+ * PostgreSQL runs the returned statements with the importing user's
+ * search_path, so every type in them is qualified with pg_catalog: a type or
+ * domain named "jsonb" in a schema first on that path is never picked up.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -173,14 +177,14 @@ kafkaImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid)
 		initStringInfo(&sql);
 		appendStringInfo(&sql,
 						 "CREATE FOREIGN TABLE %s (\n"
-						 "  kafka_partition bigint NOT NULL,\n"
-						 "  kafka_offset bigint NOT NULL,\n"
-						 "  kafka_timestamp_type char(1) NOT NULL,\n"
-						 "  kafka_timestamp timestamp with time zone,\n"
-						 "  kafka_key bytea,\n"
-						 "  kafka_value bytea,\n"
-						 "  kafka_headers jsonb NOT NULL,\n"
-						 "  refresh_time timestamp with time zone NOT NULL\n"
+						 "  kafka_partition pg_catalog.int8 NOT NULL,\n"
+						 "  kafka_offset pg_catalog.int8 NOT NULL,\n"
+						 "  kafka_timestamp_type pg_catalog.bpchar(1) NOT NULL,\n"
+						 "  kafka_timestamp pg_catalog.timestamptz,\n"
+						 "  kafka_key pg_catalog.bytea,\n"
+						 "  kafka_value pg_catalog.bytea,\n"
+						 "  kafka_headers pg_catalog.jsonb NOT NULL,\n"
+						 "  refresh_time pg_catalog.timestamptz NOT NULL\n"
 						 ") SERVER %s OPTIONS (topic %s)",
 						 quote_identifier(table),
 						 quote_identifier(server->servername),

@@ -59,6 +59,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -75,6 +76,7 @@ static int	utility_depth = 0;
 PG_FUNCTION_INFO_V1(kafka_reset_stream);
 PG_FUNCTION_INFO_V1(kafka_guard_streaming_ddl);
 PG_FUNCTION_INFO_V1(kafka_stream_lag);
+PG_FUNCTION_INFO_V1(kafka_stream_lag_rows);
 
 /* The owner of a relation, or InvalidOid if it does not exist. */
 Oid
@@ -747,6 +749,23 @@ check_refresh_permission(Oid mv_oid)
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_MATVIEW, get_rel_name(mv_oid));
 }
 
+/*
+ * Is the target of a REFRESH MATERIALIZED VIEW a streaming view?  For any
+ * materialized view the ownership is checked first, with PostgreSQL's own
+ * error, before the lookup: nothing of the extension runs for a user who
+ * may not refresh the view.  Relations that do not exist or are not
+ * materialized views are left to PostgreSQL to report.
+ */
+static bool
+refresh_target_is_streaming(RefreshMatViewStmt *stmt, Oid *mv_oid, KafkaStreamState *st)
+{
+	*mv_oid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	if (!OidIsValid(*mv_oid) || get_rel_relkind(*mv_oid) != RELKIND_MATVIEW)
+		return false;
+	check_refresh_permission(*mv_oid);
+	return kafka_stream_lookup(*mv_oid, st);
+}
+
 /* CREATE MATERIALIZED VIEW ... AS <query over a kafka_fdw table> */
 static void
 create_streaming_view(PlannedStmt *pstmt, const char *queryString,
@@ -824,12 +843,11 @@ process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 	else if (IsA(parsetree, RefreshMatViewStmt))
 	{
 		RefreshMatViewStmt *stmt = (RefreshMatViewStmt *) parsetree;
-		Oid			mv_oid = RangeVarGetRelid(stmt->relation, NoLock, true);
+		Oid			mv_oid;
 		KafkaStreamState st;
 
-		if (OidIsValid(mv_oid) && kafka_stream_lookup(mv_oid, &st))
+		if (refresh_target_is_streaming(stmt, &mv_oid, &st))
 		{
-			check_refresh_permission(mv_oid);
 			if (stmt->skipData)
 			{
 				/* PostgreSQL empties it; we forget where it was */
@@ -910,11 +928,10 @@ kafka_guard_streaming_ddl(PG_FUNCTION_ARGS)
 		streaming = kafka_tables_in_query((Query *) ((CreateTableAsStmt *) parsetree)->query) != NIL;
 	else if (IsA(parsetree, RefreshMatViewStmt))
 	{
-		Oid			mv_oid = RangeVarGetRelid(((RefreshMatViewStmt *) parsetree)->relation,
-											  NoLock, true);
+		Oid			mv_oid;
 		KafkaStreamState st;
 
-		streaming = OidIsValid(mv_oid) && kafka_stream_lookup(mv_oid, &st);
+		streaming = refresh_target_is_streaming((RefreshMatViewStmt *) parsetree, &mv_oid, &st);
 	}
 
 	if (streaming)
@@ -933,17 +950,47 @@ kafka_install_utility_hook(void)
 	ProcessUtility_hook = kafka_process_utility;
 }
 
-/* The streaming view named by a regclass argument, or an error. */
-static Oid
-streaming_view_arg(Oid mv_oid, KafkaStreamState *st)
+static void not_streaming_error(const char *name) pg_attribute_noreturn();
+
+static void
+not_streaming_error(const char *name)
 {
+	ereport(ERROR,
+			(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+			 errmsg("\"%s\" is not a streaming materialized view", name ? name : "?"),
+			 errhint("Streaming materialized views are materialized views over a kafka_fdw table.")));
+}
+
+/*
+ * May the current user see a streaming view's state (the monitoring views'
+ * rule)?  Yes with SELECT on it or the privileges of its owner; superusers
+ * have both.
+ */
+static bool
+may_read_stream(Oid mv_oid, Oid owner)
+{
+	return pg_class_aclcheck(mv_oid, GetUserId(), ACL_SELECT) == ACLCHECK_OK ||
+		has_privs_of_role(GetUserId(), owner);
+}
+
+/*
+ * The streaming view named by a regclass argument of a kafka.* function, or
+ * an error.  The privilege check (ownership, or with need_owner false the
+ * right to read the view) comes before the lookup in the extension's state.
+ */
+void
+kafka_streaming_view_arg(Oid mv_oid, bool need_owner, KafkaStreamState *st)
+{
+	char	   *name = get_rel_name(mv_oid);
+
+	if (name == NULL || get_rel_relkind(mv_oid) != RELKIND_MATVIEW)
+		not_streaming_error(name);
+	if (need_owner)
+		check_refresh_permission(mv_oid);
+	else if (!may_read_stream(mv_oid, kafka_relation_owner(mv_oid)))
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_MATVIEW, name);
 	if (!kafka_stream_lookup(mv_oid, st))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a streaming materialized view",
-						get_rel_name(mv_oid) ? get_rel_name(mv_oid) : "?"),
-				 errhint("Streaming materialized views are materialized views over a kafka_fdw table.")));
-	return mv_oid;
+		not_streaming_error(name);
 }
 
 /*
@@ -960,8 +1007,7 @@ kafka_reset_stream(PG_FUNCTION_ARGS)
 	RefreshMatViewStmt *stmt;
 	int64		ms;
 
-	streaming_view_arg(mv_oid, &st);
-	check_refresh_permission(mv_oid);
+	kafka_streaming_view_arg(mv_oid, true, &st);
 	if (strcmp(start, "earliest") != 0 && strcmp(start, "latest") != 0 &&
 		!kafka_parse_timestamp(start, &ms))
 		ereport(ERROR,
@@ -986,9 +1032,51 @@ kafka_reset_stream(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64((int64) kafka_refresh_stream(mv_oid, "kafka.reset_stream()"));
 }
 
+/* The partitions of a view's topic with their next offsets (-1: never read). */
+typedef struct StreamLag
+{
+	int			n;
+	KafkaWatermark *wm;
+	int64	   *next;
+} StreamLag;
+
+/* Asks the brokers, as the current user (whose user mapping applies). */
+static void
+fetch_stream_lag(Oid mv_oid, const KafkaTableOptions *opts, StreamLag *lag)
+{
+	int32	   *stored_parts;
+	int64	   *stored_offs;
+	int			nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
+
+	lag->n = kafka_fetch_watermarks(opts->serverid, GetUserId(), opts->topic, true, &lag->wm);
+	lag->next = palloc(sizeof(int64) * Max(lag->n, 1));
+	for (int i = 0; i < lag->n; i++)
+	{
+		lag->next[i] = -1;
+		for (int j = 0; j < nstored; j++)
+			if (stored_parts[j] == lag->wm[i].partition)
+				lag->next[i] = stored_offs[j];
+	}
+}
+
+/* partition_id, next_offset, high_watermark, lag of partition i, into values[0..3] */
+static void
+lag_values(const StreamLag *lag, int i, Datum *values, bool *nulls)
+{
+	int64		next = lag->next[i];
+
+	values[0] = Int32GetDatum(lag->wm[i].partition);
+	values[1] = Int64GetDatum(next);
+	nulls[1] = next < 0;
+	values[2] = Int64GetDatum(lag->wm[i].high);
+	/* a partition never read lags by everything it retains */
+	values[3] = Int64GetDatum(lag->wm[i].high - Max(next, lag->wm[i].low));
+}
+
 /*
  * kafka.stream_lag(view regclass) -> setof (partition_id, next_offset,
- *		high_watermark, lag).  Asks the brokers, as the current user.
+ *		high_watermark, lag).  Needs SELECT on the view (or its owner's
+ *		privileges).  Asks the brokers, as the current user.
  */
 Datum
 kafka_stream_lag(PG_FUNCTION_ARGS)
@@ -997,35 +1085,139 @@ kafka_stream_lag(PG_FUNCTION_ARGS)
 	Oid			mv_oid = PG_GETARG_OID(0);
 	KafkaStreamState st;
 	KafkaTableOptions opts;
-	int			nids;
-	KafkaWatermark *wm;
-	int32	   *stored_parts;
-	int64	   *stored_offs;
-	int			nstored;
+	StreamLag	lag;
 
 	InitMaterializedSRF(fcinfo, 0);
-	streaming_view_arg(mv_oid, &st);
+	kafka_streaming_view_arg(mv_oid, false, &st);
 	kafka_get_table_options(st.ftable_oid, &opts);
-	nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
+	fetch_stream_lag(mv_oid, &opts, &lag);
 
-	nids = kafka_fetch_watermarks(opts.serverid, GetUserId(), opts.topic, true, &wm);
-
-	for (int i = 0; i < nids; i++)
+	for (int i = 0; i < lag.n; i++)
 	{
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
-		int64		next = -1;
 
-		for (int j = 0; j < nstored; j++)
-			if (stored_parts[j] == wm[i].partition)
-				next = stored_offs[j];
-		values[0] = Int32GetDatum(wm[i].partition);
-		values[1] = Int64GetDatum(next);
-		nulls[1] = next < 0;
-		values[2] = Int64GetDatum(wm[i].high);
-		/* a partition never read lags by everything it retains */
-		values[3] = Int64GetDatum(wm[i].high - Max(next, wm[i].low));
+		lag_values(&lag, i, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * fetch_stream_lag() in a subtransaction: on failure, returns the error's
+ * message and sets *cluster_failed when the error is the cluster's (it could
+ * not be reached, or refused our credentials) rather than the topic's.
+ * Cancels and shutdowns are not caught.
+ */
+static char *
+try_fetch_stream_lag(Oid mv_oid, const KafkaTableOptions *opts, StreamLag *lag,
+					 bool *cluster_failed)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile failure = NULL;
+
+	*cluster_failed = false;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fetch_stream_lag(mv_oid, opts, lag);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		/* cancel, statement_timeout, shutdown: class 57 */
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+			ReThrowError(edata);
+		failure = edata->message;
+		*cluster_failed = edata->sqlerrcode == ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION ||
+			edata->sqlerrcode == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+	}
+	PG_END_TRY();
+	return failure;
+}
+
+/*
+ * kafka._stream_lag_rows() -> setof (mv_oid, topic, partition_id,
+ *		next_offset, high_watermark, lag, error): the rows of the view
+ *		kafka.stream_lag, for every streaming view the current user may read.
+ *
+ * One view's failure does not fail the others: a view whose cluster cannot
+ * be reached or whose topic is missing gets one row with NULL numbers and
+ * the reason in "error".  A cluster that could not be reached is asked once
+ * per call, not once per view, so the call takes at most
+ * kafka_fdw.connect_timeout per unreachable cluster.
+ */
+Datum
+kafka_stream_lag_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *views;
+	List	   *failed_servers = NIL;
+	List	   *failed_reasons = NIL;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	views = kafka_stream_all_views();
+	foreach(lc, views)
+	{
+		Oid			mv_oid = lfirst_oid(lc);
+		Oid			owner = kafka_relation_owner(mv_oid);
+		KafkaStreamState st;
+		KafkaTableOptions opts;
+		StreamLag	lag;
+		char	   *failure = NULL;
+		Datum		values[7];
+		bool		nulls[7] = {false, false, false, false, false, false, false};
+		ListCell   *fs;
+		ListCell   *fr;
+
+		if (!OidIsValid(owner) || !may_read_stream(mv_oid, owner) ||
+			!kafka_stream_lookup(mv_oid, &st))
+			continue;
+		kafka_get_table_options(st.ftable_oid, &opts);
+		forboth(fs, failed_servers, fr, failed_reasons)
+			if (lfirst_oid(fs) == opts.serverid)
+				failure = lfirst(fr);
+		if (failure == NULL)
+		{
+			bool		cluster_failed;
+
+			failure = try_fetch_stream_lag(mv_oid, &opts, &lag, &cluster_failed);
+			if (cluster_failed)
+			{
+				failed_servers = lappend_oid(failed_servers, opts.serverid);
+				failed_reasons = lappend(failed_reasons, failure);
+			}
+		}
+
+		values[0] = ObjectIdGetDatum(mv_oid);
+		values[1] = CStringGetTextDatum(st.topic);
+		if (failure)
+		{
+			for (int k = 2; k < 6; k++)
+				nulls[k] = true;
+			values[6] = CStringGetTextDatum(failure);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			continue;
+		}
+		nulls[6] = true;
+		for (int i = 0; i < lag.n; i++)
+		{
+			lag_values(&lag, i, values + 2, nulls + 2);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
 	}
 	return (Datum) 0;
 }

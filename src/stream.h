@@ -109,6 +109,9 @@ typedef struct KafkaStreamState
 	char	   *next_start;		/* NULL: the table's start_offset */
 } KafkaStreamState;
 
+/* in refresh.c */
+extern void kafka_streaming_view_arg(Oid mv_oid, bool need_owner, KafkaStreamState *st);
+
 extern bool kafka_stream_lookup(Oid mv_oid, KafkaStreamState *state);
 extern void kafka_stream_lock_state(Oid mv_oid);
 extern void kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic);
@@ -129,6 +132,7 @@ extern void kafka_stream_forget_offsets(Oid mv_oid);
 extern void kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx,
 									  int64 rows, TimestampTz refresh_time);
 extern List *kafka_stream_auto_views(void);
+extern List *kafka_stream_all_views(void);
 extern void kafka_stream_set_auto_refresh(Oid mv_oid, bool enabled);
 extern void kafka_stream_record_failure(Oid mv_oid, const char *message);
 extern void kafka_stream_log_lost_range(Oid mv_oid, TimestampTz refresh_time,

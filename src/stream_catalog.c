@@ -9,19 +9,30 @@
  * The statements run as the extension's owner: a view's owner needs no
  * rights on these tables, and ordinary users have none.
  *
+ * Running as the owner (a superuser) on behalf of any user, these statements
+ * must never resolve a name through the caller's search_path: an operator,
+ * function or type planted in a schema the caller put first would run with
+ * the owner's rights.  spi_begin() therefore pins search_path to
+ * "pg_catalog, pg_temp" for the duration (and the statements qualify every
+ * operator and function anyway, as defence in depth), and runs them as a
+ * security-restricted operation, as PostgreSQL does for maintenance commands.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -32,18 +43,42 @@
 #define UNIX_TO_PG_EPOCH_USECS \
 	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
 
+/* The search_path of every statement run here. */
+#define SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
 typedef struct SpiSession
 {
 	Oid			saved_userid;
 	int			saved_sec_context;
+	int			guc_nestlevel;
 } SpiSession;
+
+/*
+ * kafka.stream_state, or InvalidOid when kafka_fdw is not installed in this
+ * database.  A table of that name that is not the extension's (a user's own
+ * schema "kafka" in a database without the extension) does not count.
+ */
+static Oid
+state_table(void)
+{
+	Oid			ext = get_extension_oid("kafka_fdw", true);
+	Oid			nsp;
+	Oid			relid;
+
+	if (!OidIsValid(ext))
+		return InvalidOid;
+	nsp = get_namespace_oid("kafka", true);
+	relid = OidIsValid(nsp) ? get_relname_relid("stream_state", nsp) : InvalidOid;
+	if (!OidIsValid(relid) || getExtensionOfObject(RelationRelationId, relid) != ext)
+		return InvalidOid;
+	return relid;
+}
 
 /* The owner of the extension's tables. */
 static Oid
 state_owner(void)
 {
-	Oid			nsp = get_namespace_oid("kafka", false);
-	Oid			relid = get_relname_relid("stream_state", nsp);
+	Oid			relid = state_table();
 	HeapTuple	tp;
 	Oid			owner;
 
@@ -66,7 +101,12 @@ spi_begin(SpiSession *s)
 	Oid			owner = state_owner();
 
 	GetUserIdAndSecContext(&s->saved_userid, &s->saved_sec_context);
-	SetUserIdAndSecContext(owner, s->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(owner, s->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	/* undone by spi_end(), or by the (sub)transaction's abort */
+	s->guc_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", SAFE_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 }
@@ -75,6 +115,7 @@ static void
 spi_end(SpiSession *s)
 {
 	SPI_finish();
+	AtEOXact_GUC(true, s->guc_nestlevel);
 	SetUserIdAndSecContext(s->saved_userid, s->saved_sec_context);
 }
 
@@ -115,12 +156,11 @@ kafka_stream_lookup(Oid mv_oid, KafkaStreamState *state)
 	MemoryContext caller = CurrentMemoryContext;
 
 	/* not installed in this database: nothing is a streaming view */
-	if (!OidIsValid(get_namespace_oid("kafka", true)) ||
-		!OidIsValid(get_relname_relid("stream_state", get_namespace_oid("kafka", true))))
+	if (!OidIsValid(state_table()))
 		return false;
 
 	spi_begin(&s);
-	spi_exec("SELECT ftable_oid, topic, auto_refresh, next_start FROM kafka.stream_state WHERE mv_oid = $1",
+	spi_exec("SELECT ftable_oid, topic, auto_refresh, next_start FROM kafka.stream_state WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 			 1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 	{
@@ -161,7 +201,7 @@ kafka_stream_lock_state(Oid mv_oid)
 	Datum		values[1] = {ObjectIdGetDatum(mv_oid)};
 
 	spi_begin(&s);
-	spi_exec("SELECT 1 FROM kafka.stream_state WHERE mv_oid = $1 FOR UPDATE",
+	spi_exec("SELECT 1 FROM kafka.stream_state WHERE mv_oid OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 			 1, types, values, NULL, SPI_OK_SELECT);
 	spi_end(&s);
 }
@@ -190,7 +230,7 @@ kafka_stream_set_next_start(Oid mv_oid, const char *start)
 	Datum		values[2] = {ObjectIdGetDatum(mv_oid), start ? CStringGetTextDatum(start) : (Datum) 0};
 
 	spi_begin(&s);
-	spi_exec("UPDATE kafka.stream_state SET next_start = $2 WHERE mv_oid = $1",
+	spi_exec("UPDATE kafka.stream_state SET next_start = $2 WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 			 2, types, values, start ? NULL : " n", SPI_OK_UPDATE);
 	spi_end(&s);
 }
@@ -206,7 +246,7 @@ kafka_stream_load_offsets(Oid mv_oid, int32 **partitions, int64 **offsets)
 	int			n;
 
 	spi_begin(&s);
-	spi_exec("SELECT partition_id, next_offset FROM kafka.stream_offsets WHERE mv_oid = $1 ORDER BY 1",
+	spi_exec("SELECT partition_id, next_offset FROM kafka.stream_offsets WHERE mv_oid OPERATOR(pg_catalog.=) $1 ORDER BY 1",
 			 1, types, values, NULL, SPI_OK_SELECT);
 	n = (int) SPI_processed;
 	*partitions = MemoryContextAlloc(caller, sizeof(int32) * Max(n, 1));
@@ -285,7 +325,7 @@ kafka_stream_forget_offsets(Oid mv_oid)
 	Datum		values[1] = {ObjectIdGetDatum(mv_oid)};
 
 	spi_begin(&s);
-	spi_exec("DELETE FROM kafka.stream_offsets WHERE mv_oid = $1",
+	spi_exec("DELETE FROM kafka.stream_offsets WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 			 1, types, values, NULL, SPI_OK_DELETE);
 	spi_end(&s);
 }
@@ -386,8 +426,10 @@ kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx, int64 rows,
 				 "start_position, latest_position, scanned_rows, skipped_rows, scanned_bytes, "
 				 "stream_record_time_min, stream_record_time_max) "
 				 "SELECT $1, $2, $3, p, s, e, r, k, b, "
-				 "CASE WHEN lo >= 0 THEN pg_catalog.to_timestamp(lo / 1000.0) END, "
-				 "CASE WHEN hi >= 0 THEN pg_catalog.to_timestamp(hi / 1000.0) END "
+				 "CASE WHEN lo OPERATOR(pg_catalog.>=) 0 "
+				 "THEN pg_catalog.to_timestamp(lo OPERATOR(pg_catalog./) 1000.0) END, "
+				 "CASE WHEN hi OPERATOR(pg_catalog.>=) 0 "
+				 "THEN pg_catalog.to_timestamp(hi OPERATOR(pg_catalog./) 1000.0) END "
 				 "FROM ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
 				 "pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), "
 				 "pg_catalog.unnest($10), pg_catalog.unnest($11)) AS u(p, s, e, r, k, b, lo, hi)",
@@ -433,7 +475,8 @@ kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx, int64 rows,
 
 		spi_exec("UPDATE kafka.stream_state SET last_refresh_time = $3, last_refresh_rows = $2, "
 				 "last_refresh_status = 'ok', last_success_time = $3, "
-				 "total_rows = total_rows + $2, next_start = NULL WHERE mv_oid = $1",
+				 "total_rows = total_rows OPERATOR(pg_catalog.+) $2, next_start = NULL "
+				 "WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 				 3, types, values, NULL, SPI_OK_UPDATE);
 	}
 	{
@@ -441,10 +484,12 @@ kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx, int64 rows,
 		Datum		values[1] = {Int32GetDatum(kafka_scan_log_retention_s)};
 
 		spi_exec("DELETE FROM kafka.stream_scan_log "
-				 "WHERE record_time < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+				 "WHERE record_time OPERATOR(pg_catalog.<) "
+				 "(pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 				 1, types, values, NULL, SPI_OK_DELETE);
 		spi_exec("DELETE FROM kafka.stream_error_log "
-				 "WHERE record_time < pg_catalog.now() - pg_catalog.make_interval(secs => $1)",
+				 "WHERE record_time OPERATOR(pg_catalog.<) "
+				 "(pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 				 1, types, values, NULL, SPI_OK_DELETE);
 	}
 	spi_end(&s);
@@ -465,23 +510,23 @@ kafka_stream_log_lost_range(Oid mv_oid, TimestampTz refresh_time, int32 partitio
 	spi_exec("INSERT INTO kafka.stream_error_log (mv_oid, transaction_id, record_time, partition_id, "
 			 "position, error_code, error_reason, lost_to, lost_count) "
 			 "VALUES ($1, $2, $3, $4, $5, 'lost', "
-			 "pg_catalog.format('offsets %s to %s were deleted by retention before they were ingested', $5, $6 - 1), "
-			 "$6, $6 - $5)",
+			 "pg_catalog.format('offsets %s to %s were deleted by retention before they were ingested', "
+			 "$5, $6 OPERATOR(pg_catalog.-) 1), "
+			 "$6, $6 OPERATOR(pg_catalog.-) $5)",
 			 6, types, values, NULL, SPI_OK_INSERT);
 	spi_end(&s);
 }
 
-/* The streaming views with auto refresh on, as a List of OIDs. */
-List *
-kafka_stream_auto_views(void)
+/* The OIDs a query of mv_oid returns, as a List. */
+static List *
+stream_views(const char *sql)
 {
 	SpiSession	s;
 	List	   *views = NIL;
 	MemoryContext caller = CurrentMemoryContext;
 
 	spi_begin(&s);
-	spi_exec("SELECT mv_oid FROM kafka.stream_state WHERE auto_refresh ORDER BY mv_oid",
-			 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	spi_exec(sql, 0, NULL, NULL, NULL, SPI_OK_SELECT);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -496,6 +541,20 @@ kafka_stream_auto_views(void)
 	return views;
 }
 
+/* The streaming views with auto refresh on, as a List of OIDs. */
+List *
+kafka_stream_auto_views(void)
+{
+	return stream_views("SELECT mv_oid FROM kafka.stream_state WHERE auto_refresh ORDER BY mv_oid");
+}
+
+/* Every streaming view, as a List of OIDs. */
+List *
+kafka_stream_all_views(void)
+{
+	return stream_views("SELECT mv_oid FROM kafka.stream_state ORDER BY mv_oid");
+}
+
 void
 kafka_stream_set_auto_refresh(Oid mv_oid, bool enabled)
 {
@@ -504,7 +563,7 @@ kafka_stream_set_auto_refresh(Oid mv_oid, bool enabled)
 	Datum		values[2] = {ObjectIdGetDatum(mv_oid), BoolGetDatum(enabled)};
 
 	spi_begin(&s);
-	spi_exec("UPDATE kafka.stream_state SET auto_refresh = $2 WHERE mv_oid = $1",
+	spi_exec("UPDATE kafka.stream_state SET auto_refresh = $2 WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 			 2, types, values, NULL, SPI_OK_UPDATE);
 	spi_end(&s);
 }
@@ -520,7 +579,7 @@ kafka_stream_record_failure(Oid mv_oid, const char *message)
 	spi_begin(&s);
 	spi_exec("UPDATE kafka.stream_state SET last_refresh_status = 'error', last_error = $2, "
 			 "last_error_time = pg_catalog.now(), last_refresh_time = pg_catalog.now() "
-			 "WHERE mv_oid = $1",
+			 "WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 			 2, types, values, NULL, SPI_OK_UPDATE);
 	spi_end(&s);
 }

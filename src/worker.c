@@ -22,9 +22,10 @@
  * - A worker polls every kafka_fdw.auto_refresh_interval: for each auto
  *   view it asks the brokers whether anything arrived (watermarks against
  *   the stored offsets) and, if so, runs the very same refresh as REFRESH
- *   MATERIALIZED VIEW, in its own transaction, as the view's owner.  A
- *   failing view is retried with exponential back-off (1 s to 60 s) and its
- *   error is recorded in kafka.streams; the other views go on.
+ *   MATERIALIZED VIEW, in its own transaction, as the view's owner, with
+ *   search_path pinned to pg_catalog, pg_temp.  A failing view is retried
+ *   with exponential back-off (1 s to 60 s) and its error is recorded in
+ *   kafka.streams; the other views go on.
  *
  * - SIGTERM ends a worker at once, also in the middle of a refresh (which
  *   then rolls back, as any interrupted refresh does); SIGHUP reloads the
@@ -240,14 +241,8 @@ kafka_set_auto_refresh(PG_FUNCTION_ARGS)
 	KafkaStreamState st;
 	static bool callback_registered = false;
 
-	if (!kafka_stream_lookup(mv_oid, &st))
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a streaming materialized view",
-						get_rel_name(mv_oid) ? get_rel_name(mv_oid) : "?"),
-				 errhint("Streaming materialized views are materialized views over a kafka_fdw table.")));
-	if (!pg_class_ownercheck(mv_oid, GetUserId()))
-		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_MATVIEW, get_rel_name(mv_oid));
+	/* ownership first, then the lookup */
+	kafka_streaming_view_arg(mv_oid, true, &st);
 	if (enabled && (!preloaded || shared == NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -657,6 +652,14 @@ kafka_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("kafka_fdw auto refresh");
+
+	/*
+	 * The worker is a superuser session: never resolve a name through a
+	 * search_path someone else set (ALTER DATABASE ... SET search_path).  The
+	 * views' queries are stored with resolved names; functions inside them
+	 * that need a search_path set their own, as for PostgreSQL 17's REFRESH.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	slot = my_slot(dboid);
 	if (slot == NULL)

@@ -57,3 +57,36 @@ out="$(psql -X -qAt -d "$db" -v ON_ERROR_STOP=0 -c "SELECT kafka.set_auto_refres
 echo "$out" | sed 's/^/#   /'
 assert_contains "$out" "auto refresh needs kafka_fdw in shared_preload_libraries" "auto refresh without preloading is refused"
 assert_contains "$out" "HINT:  Add kafka_fdw to shared_preload_libraries" "with a hint"
+
+# The guard checks ownership before it looks the view up: a non-owner's first
+# REFRESH in a fresh session, with an operator = (oid, oid) planted first on
+# the search_path, gets PostgreSQL's ownership error and the operator never
+# runs (issue 10, item 1).
+psql_q -d "$db" <<'SQL'
+CREATE ROLE t050_other;
+CREATE SCHEMA t050_evil AUTHORIZATION t050_other;
+GRANT USAGE ON SCHEMA public TO t050_other;
+SET ROLE t050_other;
+CREATE TABLE t050_evil.ran (who name);
+GRANT INSERT ON t050_evil.ran TO PUBLIC;
+GRANT USAGE ON SCHEMA t050_evil TO PUBLIC;
+CREATE FUNCTION t050_evil.eq(a oid, b oid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_user OPERATOR(pg_catalog.<>) 't050_other'::pg_catalog.name THEN
+    INSERT INTO t050_evil.ran VALUES (current_user);
+  END IF;
+  RETURN a OPERATOR(pg_catalog.=) b;
+END$$;
+CREATE OPERATOR t050_evil.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = t050_evil.eq);
+SQL
+out="$(psql -X -qAt -d "$db" -v ON_ERROR_STOP=0 2>&1 <<'SQL'
+SET ROLE t050_other;
+SET search_path = t050_evil, pg_catalog;
+REFRESH MATERIALIZED VIEW public.mv;
+SQL
+)"
+echo "$out" | sed 's/^/#   /'
+assert_contains "$out" "must be owner of materialized view mv" "a non-owner's REFRESH in a fresh session: the ownership error"
+assert_eq "0" "$(psql_q -d "$db" -c "SELECT count(*) FROM t050_evil.ran")" \
+    "the planted operator did not run as another role"
+psql_q -d "$db" -c "SET client_min_messages = warning" -c "DROP SCHEMA t050_evil CASCADE" -c "DROP OWNED BY t050_other" -c "DROP ROLE t050_other" >/dev/null

@@ -30,7 +30,6 @@ high_sum() { broker_ctl watermarks "$topic" | tr ' ' '\n' | awk -F: 'NF == 3 { s
 
 psql_q -d "$db" <<SQL
 CREATE ROLE t070_owner;
-GRANT USAGE ON SCHEMA kafka TO t070_owner;
 GRANT CREATE ON SCHEMA public TO t070_owner;
 CREATE SERVER k FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '$KAFKA_BROKERS');
 GRANT USAGE ON FOREIGN SERVER k TO t070_owner;
