@@ -20,8 +20,9 @@
  *
  *	1. the scan converts the batch's records (outside any subtransaction:
  *	   its own bookkeeping must not be rolled back), keeping their messages;
- *	2. one subtransaction evaluates the whole batch, results kept in the
- *	   batch's memory; it is released, so no rows are written inside it (the
+ *	2. one subtransaction evaluates the whole batch, the results copied
+ *	   into the batch's memory and what each evaluation left behind freed
+ *	   at once; it is released, so no rows are written inside it (the
  *	   parent inserts them afterwards, in the refresh's own transaction, and
  *	   no subtransaction id is assigned on the clean path);
  *	3. only if it failed with an error about the data (see
@@ -44,6 +45,7 @@
 #include "access/xact.h"
 #include "executor/executor.h"
 #include "executor/instrument.h"
+#include "utils/datum.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
@@ -63,7 +65,10 @@ typedef struct KafkaRecordEval
 
 	/* isolating errors: one batch at a time */
 	bool		isolate;
-	ExprContext *econtext;		/* its per-tuple memory holds the batch */
+	ExprContext *econtext;		/* evaluation; its tuple memory is reset per record */
+	MemoryContext batch_cxt;	/* the batch's converted records and results */
+	int16	   *out_typlen;		/* per result column, for copying the results */
+	bool	   *out_typbyval;
 	int			scan_natts;
 	int			out_natts;
 	Datum	   *scan_values;	/* [KAFKA_EVAL_BATCH_RECORDS][scan_natts] */
@@ -144,6 +149,22 @@ kafka_eval_begin(ForeignScanState *node, KafkaScanState *st)
 		ev->out_nulls = palloc(sizeof(bool) * n * Max(ev->out_natts, 1));
 		ev->keep = palloc(sizeof(bool) * n);
 		ev->msgs = palloc0(sizeof(rd_kafka_message_t *) * n);
+		ev->out_typlen = palloc(sizeof(int16) * Max(ev->out_natts, 1));
+		ev->out_typbyval = palloc(sizeof(bool) * Max(ev->out_natts, 1));
+		for (int k = 0; k < ev->out_natts; k++)
+		{
+			Form_pg_attribute att = TupleDescAttr(ev->out_slot->tts_tupleDescriptor, k);
+
+			ev->out_typlen[k] = att->attlen;
+			ev->out_typbyval[k] = att->attbyval;
+		}
+		/*
+		 * Blocks of at most 64 kB: reset once per batch, larger blocks would
+		 * be mapped and unmapped (page faults) every time.
+		 */
+		ev->batch_cxt = AllocSetContextCreate(st->scan_cxt, "kafka_fdw record batch",
+											  ALLOCSET_DEFAULT_MINSIZE,
+											  64 * 1024, 64 * 1024);
 		MemoryContextSwitchTo(old);
 		st->hold_produced = true;
 	}
@@ -261,6 +282,28 @@ skip_reason(const ErrorData *edata)
 }
 
 /*
+ * Copy record i's results out of the slot into the batch's memory (those
+ * that point into the record's converted values are copied too: telling
+ * them apart would cost more than the copy).
+ */
+static void
+keep_result(KafkaRecordEval *ev, int i)
+{
+	TupleTableSlot *out = ev->out_slot;
+	Datum	   *values = &ev->out_values[i * ev->out_natts];
+	bool	   *nulls = &ev->out_nulls[i * ev->out_natts];
+	MemoryContext old = MemoryContextSwitchTo(ev->batch_cxt);
+
+	for (int k = 0; k < ev->out_natts; k++)
+	{
+		nulls[k] = out->tts_isnull[k];
+		values[k] = nulls[k] || ev->out_typbyval[k] ? out->tts_values[k] :
+			datumCopy(out->tts_values[k], false, ev->out_typlen[k]);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
  * Evaluate records [from, to) of the batch inside one subtransaction.
  * Returns NULL if all went well, else the error (the subtransaction rolled
  * back; errors not about the record are re-thrown).
@@ -296,14 +339,9 @@ eval_in_subtransaction(ForeignScanState *node, KafkaRecordEval *ev, int from, in
 			ExecStoreVirtualTuple(scan_slot);
 			ev->keep[i] = eval_record(node, ev, ev->econtext);
 			if (ev->keep[i])
-			{
-				TupleTableSlot *out = ev->out_slot;
-
-				memcpy(&ev->out_values[i * ev->out_natts], out->tts_values,
-					   sizeof(Datum) * ev->out_natts);
-				memcpy(&ev->out_nulls[i * ev->out_natts], out->tts_isnull,
-					   sizeof(bool) * ev->out_natts);
-			}
+				keep_result(ev, i);
+			/* what the evaluation left behind: only the results are kept */
+			ResetExprContext(ev->econtext);
 		}
 		error_context_stack = errcb.previous;
 		ReleaseCurrentSubTransaction();
@@ -336,8 +374,8 @@ fill_and_evaluate_batch(ForeignScanState *node, KafkaScanState *st, KafkaRecordE
 	size_t		bytes = 0;
 
 	kafka_eval_reset(st);
-	ResetExprContext(ev->econtext);
-	old = MemoryContextSwitchTo(ev->econtext->ecxt_per_tuple_memory);
+	MemoryContextReset(ev->batch_cxt);
+	old = MemoryContextSwitchTo(ev->batch_cxt);
 	while (ev->nrecords < KAFKA_EVAL_BATCH_RECORDS)
 	{
 		TupleTableSlot *slot = kafka_scan_next(node, st);

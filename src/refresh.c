@@ -36,6 +36,7 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -240,6 +241,25 @@ validate_streaming_query(Query *query, const char *viewname)
 	return rte->relid;
 }
 
+/*
+ * Stored offsets belong to the topic they were read from: refuse them for
+ * another one (the foreign table's topic option was changed).
+ */
+static void
+check_stream_topic(const char *mv_name, const KafkaStreamState *st,
+				   const KafkaTableOptions *opts)
+{
+	if (strcmp(st->topic, opts->topic) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the topic of materialized view \"%s\" changed from \"%s\" to \"%s\"",
+						mv_name, st->topic, opts->topic),
+				 errdetail("The view's stored offsets are positions in topic \"%s\"; reading topic \"%s\" from them would skip or mix records.",
+						   st->topic, opts->topic),
+				 errhint("Use kafka.reset_stream('%s') to ingest topic \"%s\" from its start position, or set the foreign table's topic option back to '%s'.",
+						 mv_name, opts->topic, st->topic)));
+}
+
 /*----------
  * Where partitions without stored offsets start:
  *	the position given to reset_stream, else the table's start_offset on the
@@ -311,16 +331,8 @@ plan_refresh(Relation matview, const KafkaStreamState *st, const KafkaTableOptio
 	ctx->mv_name = pstrdup(RelationGetRelationName(matview));
 	nstored = kafka_stream_load_positions(mv_oid, &stored);
 
-	/* the stored offsets belong to the topic they were read from */
-	if (nstored > 0 && strcmp(st->topic, opts->topic) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the topic of materialized view \"%s\" changed from \"%s\" to \"%s\"",
-						RelationGetRelationName(matview), st->topic, opts->topic),
-				 errdetail("The view's stored offsets are positions in topic \"%s\"; reading topic \"%s\" from them would skip or mix records.",
-						   st->topic, opts->topic),
-				 errhint("Use kafka.reset_stream('%s') to ingest topic \"%s\" from its start position, or set the foreign table's topic option back to '%s'.",
-						 RelationGetRelationName(matview), opts->topic, st->topic)));
+	if (nstored > 0)
+		check_stream_topic(RelationGetRelationName(matview), st, opts);
 
 	nids = kafka_fetch_watermarks(opts->serverid, owner, opts->topic, true, &wm);
 
@@ -994,6 +1006,32 @@ kafka_streaming_view_arg(Oid mv_oid, bool need_owner, KafkaStreamState *st)
 }
 
 /*
+ * Delete every row of a streaming view under the ExclusiveLock a refresh
+ * takes: readers keep reading the old rows until the reset commits.
+ * (REFRESH ... WITH NO DATA would swap in an empty heap under an ACCESS
+ * EXCLUSIVE lock, held until the re-ingest that follows it has committed.)
+ * The dead rows are VACUUM's, as after any DELETE.
+ */
+static void
+empty_stream_view(Oid mv_oid)
+{
+	Relation	rel = table_open(mv_oid, ExclusiveLock);
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		simple_table_tuple_delete(rel, &slot->tts_tid, snapshot);
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, NoLock);
+}
+
+/*
  * kafka.reset_stream(view regclass, start text) -> bigint
  *		Empty the view, forget its offsets, and ingest again from 'earliest',
  *		'latest' or a timestamp.  Returns the rows ingested.
@@ -1004,7 +1042,6 @@ kafka_reset_stream(PG_FUNCTION_ARGS)
 	Oid			mv_oid = PG_GETARG_OID(0);
 	char	   *start = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	KafkaStreamState st;
-	RefreshMatViewStmt *stmt;
 	int64		ms;
 
 	kafka_streaming_view_arg(mv_oid, true, &st);
@@ -1016,12 +1053,7 @@ kafka_reset_stream(PG_FUNCTION_ARGS)
 				 errhint("Use 'earliest', 'latest' or a timestamp such as '2024-01-31 12:00:00+00'.")));
 	PreventCommandIfReadOnly("kafka.reset_stream()");
 
-	/* empty it the way REFRESH ... WITH NO DATA does */
-	stmt = makeNode(RefreshMatViewStmt);
-	stmt->relation = makeRangeVar(get_namespace_name(get_rel_namespace(mv_oid)),
-								  get_rel_name(mv_oid), -1);
-	stmt->skipData = true;
-	ExecRefreshMatView(stmt, "kafka.reset_stream()", NULL, NULL);
+	empty_stream_view(mv_oid);
 	CommandCounterIncrement();
 
 	kafka_stream_forget_offsets(mv_oid);
@@ -1042,11 +1074,16 @@ typedef struct StreamLag
 
 /* Asks the brokers, as the current user (whose user mapping applies). */
 static void
-fetch_stream_lag(Oid mv_oid, const KafkaTableOptions *opts, StreamLag *lag)
+fetch_stream_lag(Oid mv_oid, const KafkaStreamState *st, const KafkaTableOptions *opts,
+				 StreamLag *lag)
 {
 	int32	   *stored_parts;
 	int64	   *stored_offs;
 	int			nstored = kafka_stream_load_offsets(mv_oid, &stored_parts, &stored_offs);
+
+	/* the offsets of another topic say nothing about this one's lag */
+	if (nstored > 0)
+		check_stream_topic(get_rel_name(mv_oid), st, opts);
 
 	lag->n = kafka_fetch_watermarks(opts->serverid, GetUserId(), opts->topic, true, &lag->wm);
 	lag->next = palloc(sizeof(int64) * Max(lag->n, 1));
@@ -1090,7 +1127,7 @@ kafka_stream_lag(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	kafka_streaming_view_arg(mv_oid, false, &st);
 	kafka_get_table_options(st.ftable_oid, &opts);
-	fetch_stream_lag(mv_oid, &opts, &lag);
+	fetch_stream_lag(mv_oid, &st, &opts, &lag);
 
 	for (int i = 0; i < lag.n; i++)
 	{
@@ -1110,7 +1147,8 @@ kafka_stream_lag(PG_FUNCTION_ARGS)
  * Cancels and shutdowns are not caught.
  */
 static char *
-try_fetch_stream_lag(Oid mv_oid, const KafkaTableOptions *opts, StreamLag *lag,
+try_fetch_stream_lag(Oid mv_oid, const KafkaStreamState *st,
+					 const KafkaTableOptions *opts, StreamLag *lag,
 					 bool *cluster_failed)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -1122,7 +1160,7 @@ try_fetch_stream_lag(Oid mv_oid, const KafkaTableOptions *opts, StreamLag *lag,
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		fetch_stream_lag(mv_oid, opts, lag);
+		fetch_stream_lag(mv_oid, st, opts, lag);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -1194,7 +1232,7 @@ kafka_stream_lag_rows(PG_FUNCTION_ARGS)
 		{
 			bool		cluster_failed;
 
-			failure = try_fetch_stream_lag(mv_oid, &opts, &lag, &cluster_failed);
+			failure = try_fetch_stream_lag(mv_oid, &st, &opts, &lag, &cluster_failed);
 			if (cluster_failed)
 			{
 				failed_servers = lappend_oid(failed_servers, opts.serverid);

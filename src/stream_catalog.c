@@ -327,6 +327,9 @@ kafka_stream_forget_offsets(Oid mv_oid)
 	spi_begin(&s);
 	spi_exec("DELETE FROM kafka.stream_offsets WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 			 1, types, values, NULL, SPI_OK_DELETE);
+	/* the view is empty again: kafka.streams.total_rows counts what it holds */
+	spi_exec("UPDATE kafka.stream_state SET total_rows = 0 WHERE mv_oid OPERATOR(pg_catalog.=) $1",
+			 1, types, values, NULL, SPI_OK_UPDATE);
 	spi_end(&s);
 }
 
