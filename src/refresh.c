@@ -589,6 +589,14 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
 	SetUserIdAndSecContext(matview->rd_rel->relowner,
 						   save_sec_context | SECURITY_RESTRICTED_OPERATION);
 	save_nestlevel = NewGUCNestLevel();
+	/*
+	 * As PostgreSQL 17's REFRESH does, and as the auto-refresh worker does
+	 * (worker.c): functions the view calls are parsed with a safe
+	 * search_path whoever runs the refresh, so a refresh by hand and one by
+	 * the worker behave the same; functions that need one set their own.
+	 */
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 
 	PG_TRY();
 	{

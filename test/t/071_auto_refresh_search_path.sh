@@ -6,7 +6,9 @@
 # refreshed by the worker: the attacker's own, and a victim's whose SQL
 # function uses an unqualified || operator.  Nothing planted may run as
 # anyone but the attacker (the traps record current_user and session_user
-# and try ALTER ROLE ... SUPERUSER), and both views must be refreshed.
+# and try ALTER ROLE ... SUPERUSER), and both views must be refreshed.  A
+# manual REFRESH by the victim in a session with the database's search_path
+# must not run them either.
 set -euo pipefail
 . "$REPO_ROOT/test/lib.sh"
 
@@ -86,5 +88,15 @@ assert_eq "ok|ok" "$(psql_q -d "$db" -c "SELECT string_agg(last_refresh_status, 
 psql_q -d "$db" >/dev/null <<'SQL'
 SELECT kafka.set_auto_refresh('public.victim_mv', false), kafka.set_auto_refresh('public.mal_mv', false);
 SQL
+
+# A REFRESH by hand in a session that took the database's search_path (evil
+# first) parses the victim's function as the worker does: with pg_catalog's ||.
+broker_ctl fill "$topic" 20 50 >/dev/null
+PGOPTIONS="" psql_q -d "$db" -c "SHOW search_path" -c "SET ROLE t071_victim" -c "REFRESH MATERIALIZED VIEW public.victim_mv" \
+    >"$TEST_TMP/manual.out" 2>&1 || { cat "$TEST_TMP/manual.out"; die "the manual refresh failed"; }
+assert_eq "evil, pg_catalog" "$(head -n 1 "$TEST_TMP/manual.out")" "a manual refresh in a session with evil first on the search_path"
+assert_eq "$(high_sum)" "$(view_count public.victim_mv)" "ingests the new records"
+assert_eq "" "$(psql_q -d "$db" -c "SELECT who || ' (session ' || sess || '): ' || what FROM evil.ran")" \
+    "and runs no planted operator as the victim"
 psql_q -d postgres -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
 psql_q -d postgres -c "DROP ROLE t071_mallory, t071_victim" >/dev/null
