@@ -47,6 +47,7 @@
 #include "executor/instrument.h"
 #include "utils/datum.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/resowner.h"
 
 #include "scan.h"
@@ -60,6 +61,8 @@ typedef struct KafkaRecordEval
 	ProjectionInfo *proj;		/* the view's target list, or NULL */
 	TupleTableSlot *out_slot;	/* what the node returns */
 	const char *topic;
+	Oid			relid;			/* the foreign table, for tableoid */
+	bool		replaying;		/* evaluating a failed batch again */
 	int32		cur_partition;	/* the record being evaluated */
 	int64		cur_offset;
 
@@ -126,6 +129,7 @@ kafka_eval_begin(ForeignScanState *node, KafkaScanState *st)
 	node->ss.ps.ps_ProjInfo = NULL;
 	ev->out_slot = ev->proj ? ev->proj->pi_state.resultslot : scan_slot;
 	ev->topic = st->opts.topic;
+	ev->relid = RelationGetRelid(node->ss.ss_currentRelation);
 
 	/*
 	 * Subtransactions: serial plans only (see the top of the file), and only
@@ -199,7 +203,8 @@ eval_record(ForeignScanState *node, KafkaRecordEval *ev, ExprContext *econtext)
 {
 	if (ev->qual && !ExecQual(ev->qual, econtext))
 	{
-		InstrCountFiltered1(node, 1);
+		if (!ev->replaying)
+			InstrCountFiltered1(node, 1);
 		return false;
 	}
 	if (ev->proj)
@@ -229,6 +234,7 @@ next_unisolated(ForeignScanState *node, KafkaScanState *st, KafkaRecordEval *ev)
 		errcb.previous = error_context_stack;
 		error_context_stack = &errcb;
 		econtext->ecxt_scantuple = slot;
+		slot->tts_tableOid = ev->relid;	/* as ForeignNext would, for tableoid */
 		passed = eval_record(node, ev, econtext);
 		error_context_stack = errcb.previous;
 		if (passed)
@@ -256,6 +262,8 @@ error_is_about_record(const ErrorData *edata)
 		case ERRCODE_EXTERNAL_ROUTINE_EXCEPTION:
 		case ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION:
 		case ERRCODE_PROGRAM_LIMIT_EXCEEDED:
+			/* too complex is the expression's fault, not the record's */
+			return edata->sqlerrcode != ERRCODE_STATEMENT_TOO_COMPLEX;
 		case ERRCODE_PLPGSQL_ERROR:
 			return true;
 		default:
@@ -337,6 +345,7 @@ eval_in_subtransaction(ForeignScanState *node, KafkaRecordEval *ev, int from, in
 			memcpy(scan_slot->tts_isnull, &ev->scan_nulls[i * ev->scan_natts],
 				   sizeof(bool) * ev->scan_natts);
 			ExecStoreVirtualTuple(scan_slot);
+			scan_slot->tts_tableOid = ev->relid;
 			ev->keep[i] = eval_record(node, ev, ev->econtext);
 			if (ev->keep[i])
 				keep_result(ev, i);
@@ -402,6 +411,7 @@ fill_and_evaluate_batch(ForeignScanState *node, KafkaScanState *st, KafkaRecordE
 	if (ev->nrecords > 0 && eval_in_subtransaction(node, ev, 0, ev->nrecords) != NULL)
 	{
 		/* something in the batch failed: find it, one record at a time */
+		ev->replaying = true;
 		for (int i = 0; i < ev->nrecords; i++)
 		{
 			ErrorData  *failure = eval_in_subtransaction(node, ev, i, i + 1);
@@ -413,6 +423,7 @@ fill_and_evaluate_batch(ForeignScanState *node, KafkaScanState *st, KafkaRecordE
 				FreeErrorData(failure);
 			}
 		}
+		ev->replaying = false;
 	}
 	MemoryContextSwitchTo(old);
 

@@ -41,6 +41,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_foreign_data_wrapper.h"
+#include "catalog/pg_inherits.h"
 #include "commands/event_trigger.h"
 #include "commands/matview.h"
 #include "executor/executor.h"
@@ -508,6 +509,7 @@ reset_stream_counts(KafkaStreamContext *ctx)
 
 		p->scanned_rows = p->skipped_rows = p->scanned_bytes = 0;
 		p->ts_min_ms = p->ts_max_ms = -1;
+		p->last.offset = -1;
 	}
 	ctx->skipped = NIL;
 	ctx->nskipped = 0;
@@ -604,6 +606,13 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
 		PlannedStmt *plan;
 
 		kafka_active_stream = ctx;
+		/* an Append over children would hide the view's own scan */
+		if (find_inheritance_children(ctx->ftable_oid, AccessShareLock) != NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("materialized view \"%s\" reads Kafka table \"%s\", which has inheritance children",
+							RelationGetRelationName(matview), get_rel_name(ctx->ftable_oid)),
+					 errhint("A streaming materialized view reads one Kafka table; read the children with streaming views of their own.")));
 		AcquireRewriteLocks(query, true, false);
 		rewritten = QueryRewrite(query);
 		if (list_length(rewritten) != 1)

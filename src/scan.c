@@ -843,6 +843,13 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 	ps->last_offset = msg->offset;
 	if (ps->verify.offset >= 0 && !verify_record(st, ps, msg))
 		return false;
+	/*
+	 * Only the checked record may lie below the range's own start (its low
+	 * end): records between it and the stored next offset were passed over
+	 * by an earlier refresh that did not read the partition to its end.
+	 */
+	if (msg->offset < ps->low)
+		return false;
 	if (ps->stream_index >= 0)
 		kafka_record_fingerprint(msg, &ps->last);
 

@@ -97,6 +97,12 @@ view_is mv_cast "0 100
 " "the next REFRESH ingests past a new bad record"
 assert_eq "0 100,1 100,1 201" "$(skips mv_cast)" "and logs only the new one in addition"
 
+# tableoid in the view's expressions is the foreign table's, as in any query
+q "CREATE MATERIALIZED VIEW mv_oid AS SELECT kafka_partition, kafka_offset, tableoid::regclass::text AS src FROM t
+     WHERE tableoid = 'public.t'::regclass AND (kafka.json_parse(kafka_value)->>'id') IS NOT NULL"
+assert_eq "public.t|$(( $(kcat_pairs | wc -l) - 2 ))" "$(q "SELECT string_agg(DISTINCT src, ','), count(*) FROM mv_oid")" \
+    "tableoid in the view's WHERE and select list is the foreign table's (all but the two non-JSON records)"
+
 # --- a parallel plan: rolled back on the bad record and run serially -------------------------------
 out="$(q_out -c "SET parallel_setup_cost = 0" -c "SET parallel_tuple_cost = 0" \
              -c "SET min_parallel_table_scan_size = 0" -c "SET max_parallel_workers_per_gather = 2" \
