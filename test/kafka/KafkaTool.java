@@ -9,7 +9,8 @@
 //
 // produce reads one command per line and prints "done LINE" when the command has been carried out
 // (records acknowledged by the broker, transactions committed or aborted):
-//   plain P N        N records to partition P from a plain (non-transactional) producer
+//   plain P N [TS]   N records to partition P from a plain (non-transactional) producer, with the
+//                    create time TS (ms since the epoch; default: now)
 //   begin            begin a transaction of the transactional producer
 //   send P N         N records to partition P in the open transaction (sent and acknowledged)
 //   commit | abort   end the open transaction
@@ -115,9 +116,10 @@ public final class KafkaTool {
                     boolean isPlain = w[0].equals("plain");
                     KafkaProducer<String, String> pr = isPlain ? plain : txn;
                     int part = Integer.parseInt(w[1]), n = Integer.parseInt(w[2]);
+                    Long ts = w.length > 3 ? Long.valueOf(w[3]) : null;
                     for (int i = 0; i < n; i++, seq++) {
                         String v = "{\"kind\": \"" + (isPlain ? "plain" : "txn") + "\", \"seq\": " + seq + "}";
-                        pr.send(new ProducerRecord<>(topic, part, "k" + seq, v));
+                        pr.send(new ProducerRecord<>(topic, part, ts, "k" + seq, v));
                     }
                     pr.flush();
                     break;
