@@ -309,7 +309,8 @@ real_kafka_env() {
 real_kafka_stop() { bash "$REPO_ROOT/test/kafka/kafka.sh" stop "$1" >/dev/null 2>&1 || true; }
 
 # kafka_tool ARGS... — test/kafka/KafkaTool.java on the cluster at $REAL_KAFKA_STATE: create TOPIC
-# PARTITIONS [CONFIG=VALUE...], delete TOPIC, partitions TOPIC COUNT, produce TOPIC (script on stdin).
+# PARTITIONS [CONFIG=VALUE...], delete TOPIC, partitions TOPIC COUNT, config TOPIC CONFIG=VALUE...,
+# produce TOPIC (script on stdin).
 kafka_tool() { bash "$REPO_ROOT/test/kafka/kafka.sh" tool "$REAL_KAFKA_STATE" "$@"; }
 
 # real_kcat ARGS... — kcat on the PLAINTEXT listener of the real Kafka.
@@ -320,6 +321,26 @@ real_kcat() { kcat -b "$REAL_KAFKA_BROKERS" "$@"; }
 real_pairs() {
     kcat -C -b "$REAL_KAFKA_BROKERS" -X isolation.level=read_committed -t "$1" -o beginning -e -q \
         -f "${2:-%p %o\n}" | LC_ALL=C sort
+}
+
+# real_produce N TOPIC PARTITION — N JSON records {"n": 1..N} to PARTITION of TOPIC (kcat).
+real_produce() { seq "$1" | sed 's/^/{"n": /; s/$/}/' | kcat -P -b "$REAL_KAFKA_BROKERS" -t "$2" -p "$3"; }
+
+# real_analyst_db DB ROLE [SERVER] — database DB with kafka_fdw and the ordinary role ROLE, which may use
+# the FDW and schema kafka; with SERVER, ROLE also creates that server on $REAL_KAFKA_BROKERS (PLAINTEXT)
+# and its user mapping. Defines for the calling test: q SQL (psql as ROLE in DB, tuples only, stops on
+# error) and q_out SQL (the same, stderr included, for statements expected to fail).
+real_analyst_db() {
+    REAL_DB="$1" REAL_ROLE="$2"
+    pg_install_extension "$1" >/dev/null
+    make_analyst "$1" "$2"
+    psql_q -d "$1" -c "GRANT USAGE ON FOREIGN DATA WRAPPER kafka_fdw TO $2" -c "GRANT USAGE ON SCHEMA kafka TO $2"
+    q() { psql -X -v ON_ERROR_STOP=1 -qAt -U "$REAL_ROLE" -d "$REAL_DB" -c "$1"; }
+    q_out() { psql -X -v ON_ERROR_STOP=1 -qAt -U "$REAL_ROLE" -d "$REAL_DB" -c "$1" 2>&1; }
+    if [ -n "${3:-}" ]; then
+        q "CREATE SERVER $3 FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '$REAL_KAFKA_BROKERS')"
+        q "CREATE USER MAPPING FOR $2 SERVER $3"
+    fi
 }
 
 # kcat_count TOPIC — print the number of records in TOPIC (all partitions, from the beginning).

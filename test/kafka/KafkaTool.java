@@ -5,6 +5,7 @@
 //   java KafkaTool BOOTSTRAP create TOPIC PARTITIONS [CONFIG=VALUE ...]   create a topic (RF = brokers, max 3)
 //   java KafkaTool BOOTSTRAP delete TOPIC                                 delete a topic, wait until it is gone
 //   java KafkaTool BOOTSTRAP partitions TOPIC COUNT                       grow a topic to COUNT partitions
+//   java KafkaTool BOOTSTRAP config TOPIC CONFIG=VALUE ...                set topic configs
 //   java KafkaTool BOOTSTRAP produce TOPIC                                run the script on stdin (below)
 //
 // produce reads one command per line and prints "done LINE" when the command has been carried out
@@ -19,7 +20,9 @@
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.Map;
@@ -28,11 +31,14 @@ import java.util.concurrent.TimeUnit;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.serialization.StringSerializer;
 
 public final class KafkaTool {
@@ -52,12 +58,8 @@ public final class KafkaTool {
             switch (cmd) {
                 case "create": {
                     int brokers = admin.describeCluster().nodes().get(30, TimeUnit.SECONDS).size();
-                    Map<String, String> configs = new HashMap<>();
-                    for (String kv : Arrays.copyOfRange(args, 4, args.length)) {
-                        int eq = kv.indexOf('=');
-                        configs.put(kv.substring(0, eq), kv.substring(eq + 1));
-                    }
-                    NewTopic t = new NewTopic(topic, Integer.parseInt(args[3]), (short) Math.min(brokers, 3)).configs(configs);
+                    NewTopic t = new NewTopic(topic, Integer.parseInt(args[3]), (short) Math.min(brokers, 3))
+                        .configs(configs(args, 4));
                     admin.createTopics(Collections.singleton(t)).all().get(30, TimeUnit.SECONDS);
                     waitFor(admin, topic, true);
                     break;
@@ -70,11 +72,29 @@ public final class KafkaTool {
                     admin.createPartitions(Collections.singletonMap(topic, NewPartitions.increaseTo(Integer.parseInt(args[3]))))
                          .all().get(30, TimeUnit.SECONDS);
                     break;
+                case "config": {
+                    List<AlterConfigOp> ops = new ArrayList<>();
+                    for (Map.Entry<String, String> e : configs(args, 3).entrySet())
+                        ops.add(new AlterConfigOp(new ConfigEntry(e.getKey(), e.getValue()), AlterConfigOp.OpType.SET));
+                    admin.incrementalAlterConfigs(Collections.singletonMap(new ConfigResource(ConfigResource.Type.TOPIC, topic), ops))
+                         .all().get(30, TimeUnit.SECONDS);
+                    break;
+                }
                 default:
                     System.err.println("unknown command " + cmd);
                     System.exit(2);
             }
         }
+    }
+
+    // configs — the CONFIG=VALUE arguments from index 'from' on.
+    private static Map<String, String> configs(String[] args, int from) {
+        Map<String, String> configs = new HashMap<>();
+        for (String kv : Arrays.copyOfRange(args, Math.min(from, args.length), args.length)) {
+            int eq = kv.indexOf('=');
+            configs.put(kv.substring(0, eq), kv.substring(eq + 1));
+        }
+        return configs;
     }
 
     // waitFor — until the topic is listed (present) or not (absent), at most 30 s.

@@ -20,17 +20,13 @@ db=t510
 role=t510_analyst
 topic="t510_auth_$$"
 timeout_ms=3000
-pg_install_extension "$db" >/dev/null
-make_analyst "$db" "$role"
-psql_q -d "$db" -c "GRANT USAGE ON FOREIGN DATA WRAPPER kafka_fdw TO $role" -c "GRANT USAGE ON SCHEMA kafka TO $role" \
-    -c "ALTER ROLE $role SET kafka_fdw.connect_timeout = $timeout_ms"
-
-q() { psql -X -v ON_ERROR_STOP=1 -qAt -U "$role" -d "$db" -c "$1"; }
+real_analyst_db "$db" "$role"
+psql_q -d "$db" -c "ALTER ROLE $role SET kafka_fdw.connect_timeout = $timeout_ms"
 # q_err SQL — run SQL as the analyst, expecting an error; print psql's verbose output (SQLSTATE, hint)
 q_err() { psql -X -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -qAt -U "$role" -d "$db" -c "$1" 2>&1; }
 
 kafka_tool create "$topic" 2
-produce() { seq "$1" | sed 's/^/{"n": /; s/$/}/' | real_kcat -P -t "$topic" -p "$2"; }
+produce() { real_produce "$1" "$topic" "$2"; }
 produce 10 0; produce 7 1
 
 # check_mode NAME — scan ft_NAME and refresh mv_NAME (created here) against kcat

@@ -18,12 +18,7 @@ set -euo pipefail
 db=t520
 role=t520_analyst
 topic="t520_txn_$$"
-pg_install_extension "$db" >/dev/null
-make_analyst "$db" "$role"
-psql_q -d "$db" -c "GRANT USAGE ON FOREIGN DATA WRAPPER kafka_fdw TO $role" -c "GRANT USAGE ON SCHEMA kafka TO $role"
-q() { psql -X -v ON_ERROR_STOP=1 -qAt -U "$role" -d "$db" -c "$1"; }
-q "CREATE SERVER k FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '$REAL_KAFKA_BROKERS')"
-q "CREATE USER MAPPING FOR $role SERVER k"
+real_analyst_db "$db" "$role" k
 q "CREATE FOREIGN TABLE ft (kafka_partition int, kafka_offset bigint, kafka_value text) SERVER k OPTIONS (topic '$topic')"
 kafka_tool create "$topic" 2
 

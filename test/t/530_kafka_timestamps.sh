@@ -17,12 +17,7 @@ set -euo pipefail
 db=t530
 role=t530_analyst
 topic="t530_lat_$$"; ctopic="t530_ct_$$"
-pg_install_extension "$db" >/dev/null
-make_analyst "$db" "$role"
-psql_q -d "$db" -c "GRANT USAGE ON FOREIGN DATA WRAPPER kafka_fdw TO $role" -c "GRANT USAGE ON SCHEMA kafka TO $role"
-q() { psql -X -v ON_ERROR_STOP=1 -qAt -U "$role" -d "$db" -c "$1"; }
-q "CREATE SERVER k FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '$REAL_KAFKA_BROKERS')"
-q "CREATE USER MAPPING FOR $role SERVER k"
+real_analyst_db "$db" "$role" k
 cols="kafka_partition int, kafka_offset bigint, kafka_timestamp_type char(1), kafka_timestamp timestamptz, kafka_value bytea"
 q "CREATE FOREIGN TABLE ft ($cols) SERVER k OPTIONS (topic '$topic')"
 q "CREATE FOREIGN TABLE ct ($cols) SERVER k OPTIONS (topic '$ctopic')"

@@ -16,15 +16,8 @@ set -euo pipefail
 db=t540
 role=t540_analyst
 recreated="t540_recreated_$$"; grown="t540_grown_$$"
-pg_install_extension "$db" >/dev/null
-make_analyst "$db" "$role"
-psql_q -d "$db" -c "GRANT USAGE ON FOREIGN DATA WRAPPER kafka_fdw TO $role" -c "GRANT USAGE ON SCHEMA kafka TO $role" \
-    -c "GRANT CREATE ON DATABASE $db TO $role"
-q() { psql -X -v ON_ERROR_STOP=1 -qAt -U "$role" -d "$db" -c "$1"; }
-q_out() { psql -X -v ON_ERROR_STOP=1 -qAt -U "$role" -d "$db" -c "$1" 2>&1; }
-q "CREATE SERVER k FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '$REAL_KAFKA_BROKERS')"
-q "CREATE USER MAPPING FOR $role SERVER k"
-produce() { seq "$1" | sed 's/^/{"n": /; s/$/}/' | real_kcat -P -t "$2" -p "$3"; }
+real_analyst_db "$db" "$role" k
+psql_q -d "$db" -c "GRANT CREATE ON DATABASE $db TO $role"
 view_is() {
     real_pairs "$2" >"$TEST_TMP/expect.txt"
     q "SELECT kafka_partition || ' ' || kafka_offset FROM $1" >"$TEST_TMP/view.txt"
@@ -34,7 +27,7 @@ view_is() {
 # --- IMPORT FOREIGN SCHEMA on real metadata ------------------------------------------------------------
 kafka_tool create "$recreated" 2
 kafka_tool create "$grown" 1
-produce 10 "$recreated" 0; produce 10 "$recreated" 1; produce 5 "$grown" 0
+real_produce 10 "$recreated" 0; real_produce 10 "$recreated" 1; real_produce 5 "$grown" 0
 printf 'begin\nsend 0 1\ncommit\nquit\n' | kafka_tool produce "$grown" >/dev/null      # __transaction_state
 bash "$REPO_ROOT/test/kafka/kafka.sh" class "$REAL_KAFKA_STATE" org.apache.kafka.tools.consumer.ConsoleConsumer \
     --bootstrap-server "$REAL_KAFKA_BROKERS" --topic "$grown" --group "t540_group_$$" --from-beginning \
@@ -59,14 +52,14 @@ view_is "imported.\"$recreated\"" "$recreated" "an imported table scans its topi
 # --- a topic deleted and recreated --------------------------------------------------------------------
 q "CREATE MATERIALIZED VIEW mv AS SELECT kafka_partition, kafka_offset, kafka_value FROM imported.\"$recreated\""
 q "CREATE UNIQUE INDEX ON mv (kafka_partition, kafka_offset)"
-produce 3 "$recreated" 1
+real_produce 3 "$recreated" 1
 q "REFRESH MATERIALIZED VIEW mv"
 view_is mv "$recreated" "the view holds the topic"
 q "SELECT kafka_partition || ' ' || kafka_offset || ' ' || md5(kafka_value) FROM mv" | LC_ALL=C sort >"$TEST_TMP/before.txt"
 kafka_tool delete "$recreated"
 for _ in $(seq 20); do kafka_tool create "$recreated" 2 2>"$TEST_TMP/create.err" && break; sleep 1; done
 real_kcat -L -t "$recreated" | grep -q 'partition 1' || { cat "$TEST_TMP/create.err"; die "the topic was not recreated"; }
-produce 4 "$recreated" 0; produce 4 "$recreated" 1
+real_produce 4 "$recreated" 0; real_produce 4 "$recreated" 1
 # refused_keeps_rows MSG — the refresh fails with the reset hint and the view is unchanged
 refused_keeps_rows() {
     local out
@@ -77,11 +70,11 @@ refused_keeps_rows() {
     assert_same_rows "$TEST_TMP/before.txt" "$TEST_TMP/after.txt" "$1: the view keeps its rows"
 }
 refused_keeps_rows "recreated, shorter than the stored offsets"
-produce 20 "$recreated" 0; produce 20 "$recreated" 1
+real_produce 20 "$recreated" 0; real_produce 20 "$recreated" 1
 refused_keeps_rows "recreated and grown past the stored offsets"
 q "SELECT kafka.reset_stream('mv')" >/dev/null
 view_is mv "$recreated" "after kafka.reset_stream the view holds exactly the new topic"
-produce 2 "$recreated" 0
+real_produce 2 "$recreated" 0
 q "REFRESH MATERIALIZED VIEW mv"
 view_is mv "$recreated" "and refreshes go on from there"
 
@@ -90,7 +83,7 @@ q "CREATE MATERIALIZED VIEW mv_grown AS SELECT kafka_partition, kafka_offset FRO
 q "CREATE UNIQUE INDEX ON mv_grown (kafka_partition, kafka_offset)"
 view_is mv_grown "$grown" "a view over a one-partition topic"
 kafka_tool partitions "$grown" 3
-produce 6 "$grown" 1; produce 4 "$grown" 2; produce 2 "$grown" 0
+real_produce 6 "$grown" 1; real_produce 4 "$grown" 2; real_produce 2 "$grown" 0
 q "REFRESH MATERIALIZED VIEW mv_grown"
 view_is mv_grown "$grown" "after two partitions are added the refresh reads them from their earliest offset"
 assert_eq "0 1 2" "$(q "SELECT string_agg(DISTINCT kafka_partition::text, ' ') FROM mv_grown")" "rows of all three partitions"
