@@ -5,6 +5,7 @@
 #   kafka.sh start STATE_DIR [NODES]    certificates, storage, NODES (1 default, or 3) combined
 #                                       broker+controller nodes; wait until every listener serves;
 #                                       write STATE_DIR/env (the REAL_KAFKA_* variables, shell syntax)
+#   kafka.sh attach STATE_DIR BROKERS   an existing cluster instead: compile the tool, write STATE_DIR/env
 #   kafka.sh stop STATE_DIR             stop every node (TERM, KILL after 30 s)
 #   kafka.sh tool STATE_DIR ARGS...     run test/kafka/KafkaTool.java (create/delete/partitions/produce)
 #   kafka.sh class STATE_DIR CLASS ARGS...  run a class of the Kafka classpath (e.g. Kafka's console consumer)
@@ -117,10 +118,7 @@ cmd_start() {
     local plain_user=fdw_plain plain_pw scram256_user=fdw_scram256 scram256_pw scram512_user=fdw_scram512 scram512_pw keypw
     plain_pw="$(secret)"; scram256_pw="$(secret)"; scram512_pw="$(secret)"; keypw="$(secret)"
     make_certs "$state/certs" "$keypw"
-    # the test helper, compiled against the same client library
-    mkdir -p "$state/classes"
-    javac -nowarn -d "$state/classes" -cp "$cp" "$HERE/KafkaTool.java" 2>"$state/javac.log" \
-        || { cat "$state/javac.log" >&2; die "javac KafkaTool.java failed"; }
+    compile_tool "$state"    # the test helper, on the same client library
 
     # ports: PORT[node,listener]
     declare -A PORT=()
@@ -253,6 +251,29 @@ ready() {
         -X sasl.mechanisms=PLAIN -X sasl.username="$6" -X sasl.password="$7" >/dev/null 2>&1
 }
 
+# cmd_attach STATE_DIR BROKERS — for an existing cluster: compile the test tool, write STATE_DIR/env with
+# REAL_KAFKA_BROKERS (its PLAINTEXT listener) and the classpath; the other REAL_KAFKA_* variables come
+# from the caller's environment, or are absent (the tests then skip what needs them).
+cmd_attach() {
+    local state="$1" brokers="$2"
+    [ -n "$brokers" ] || die "usage: kafka.sh attach STATE_DIR BROKERS"
+    cmd_fetch
+    mkdir -p "$state"; chmod 755 "$state"
+    state="$(cd "$state" && pwd)"
+    compile_tool "$state"
+    kcat -L -b "$brokers" -m 10 >/dev/null || die "the cluster at $brokers does not answer a metadata request"
+    printf 'export %s=%q\n' REAL_KAFKA_STATE "$state" REAL_KAFKA_CLASSPATH "$(cat "$CP_FILE")" \
+        REAL_KAFKA_BROKERS "$brokers" >"$state/env"
+    log "attached to the existing cluster at $brokers"
+}
+
+# compile_tool STATE_DIR — KafkaTool.java into STATE_DIR/classes.
+compile_tool() {
+    mkdir -p "$1/classes"
+    javac -nowarn -d "$1/classes" -cp "$(cat "$CP_FILE")" "$HERE/KafkaTool.java" 2>"$1/javac.log" \
+        || { cat "$1/javac.log" >&2; die "javac KafkaTool.java failed"; }
+}
+
 cmd_stop() {
     local state="$1" nd pid
     [ -d "$state" ] || return 0
@@ -283,6 +304,7 @@ cmd_tool() {
 case "${1:-}" in
     fetch) cmd_fetch ;;
     start) shift; cmd_start "$@" ;;
+    attach) shift; cmd_attach "$@" ;;
     stop) cmd_stop "${2:?usage: kafka.sh stop STATE_DIR}" ;;
     tool) shift; cmd_tool "$@" ;;
     class) shift; cmd_class "$@" ;;
