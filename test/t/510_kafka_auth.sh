@@ -150,11 +150,17 @@ server nocert tls "$REAL_KAFKA_MTLS_BROKERS" "$ca"
 q "CREATE USER MAPPING FOR $role SERVER nocert"
 expect_failure nocert HV00N "could not establish a TLS connection"
 
-# the encrypted key without its passphrase
+# the encrypted key without its passphrase, or with a wrong one
 server nokeypw mtls "$REAL_KAFKA_MTLS_BROKERS" "$ca$client"
+server badkeypw mtls "$REAL_KAFKA_MTLS_BROKERS" "$ca$client"
 q "CREATE USER MAPPING FOR $role SERVER nokeypw"
-out="$(q_err "SELECT count(*) FROM ft_nokeypw")" && die "mtls without ssl_key_password succeeded"
-echo "$out" | sed 's/^/#   /'
-assert_contains "$out" "HINT:" "mtls: an encrypted key without ssl_key_password is an error with a hint"
+q "CREATE USER MAPPING FOR $role SERVER badkeypw OPTIONS (ssl_key_password 'wrong-password-t510')"
+for name in nokeypw badkeypw; do
+    out="$(q_err "SELECT count(*) FROM ft_$name")" && die "$name: mtls succeeded"
+    echo "$out" | sed 's/^/#   /'
+    assert_contains "$out" "HINT:  Check that the server's option \"ssl_key_file\"" "$name: the encrypted key is an error with a hint"
+    assert_contains "$out" "ssl_key_password" "$name: the hint names ssl_key_password"
+    no_secret_in "$out" "$name: the error names no secret"
+done
 
 no_secret_in "$(cat "$(dirname "$PGDATA")/postgresql.log")" "the server log names no secret"
