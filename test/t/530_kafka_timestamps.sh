@@ -22,7 +22,7 @@ cols="kafka_partition int, kafka_offset bigint, kafka_timestamp_type char(1), ka
 q "CREATE FOREIGN TABLE ft ($cols) SERVER k OPTIONS (topic '$topic')"
 q "CREATE FOREIGN TABLE ct ($cols) SERVER k OPTIONS (topic '$ctopic')"
 kafka_tool create "$topic" 2 message.timestamp.type=LogAppendTime
-kafka_tool create "$ctopic" 1
+kafka_tool create "$ctopic" 1 retention.ms=-1     # its records are from 2001: past the default 7 days
 
 old_ms=1000000000000        # 2001-09-09 01:46:40 UTC: the create time every record is sent with
 # three batches per partition, 1.2 s apart
