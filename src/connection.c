@@ -331,7 +331,9 @@ connection_create(Oid serverid, Oid userid)
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
 				 errmsg("could not create Kafka client for server \"%s\"",
 						server->servername),
-				 errdetail("%s", detail)));
+				 errdetail("%s", detail),
+				 strncmp(errstr, "ssl.key.location", 16) == 0 ?
+				 errhint("Check that the server's option \"ssl_key_file\" names a PEM private key readable by the database server and, if the key is encrypted, that the user mapping's option \"ssl_key_password\" is its passphrase.") : 0));
 	}
 	pg_unreachable();
 }
@@ -464,14 +466,32 @@ kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
 				   const char *topic)
 {
 	char		last[512];
+	rd_kafka_resp_err_t cause;
 
 	/* error callbacks are served from the handle's main queue */
 	rd_kafka_poll(conn->rk, 0);
 	pthread_mutex_lock(&conn->error_lock);
 	strlcpy(last, conn->last_error, sizeof(last));
+	cause = conn->last_error_code;
 	pthread_mutex_unlock(&conn->error_lock);
 	if (last[0])
 		strlcpy(last, kafka_scrub_secrets(conn, last), sizeof(last));
+
+	/*
+	 * A refused TLS handshake or SASL authentication makes librdkafka's
+	 * requests time out just like an unreachable broker (it keeps trying);
+	 * the error callback knows the real cause, and waiting longer would not
+	 * help.
+	 */
+	if (err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+		err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+	{
+		if (cause == RD_KAFKA_RESP_ERR__AUTHENTICATION || cause == RD_KAFKA_RESP_ERR__SSL)
+			err = cause;
+		/* under TLS 1.3 a refused client certificate arrives after the handshake */
+		else if (strstr(last, "SSL routines") != NULL)
+			err = RD_KAFKA_RESP_ERR__SSL;
+	}
 
 	switch (err)
 	{
@@ -513,10 +533,28 @@ kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
 			break;
 		case RD_KAFKA_RESP_ERR__AUTHENTICATION:
 		case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+			conn->invalidated = true;
+			/* librdkafka before 2.6.1 sends a SCRAM nonce Kafka 4 refuses */
+			if (strstr(last, "SCRAM") != NULL && rd_kafka_version() < 0x020601ff)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+						 errmsg("could not authenticate to Kafka brokers \"%s\"", conn->brokers),
+						 errdetail("%s", last),
+						 errhint("If the username and password in the user mapping are right: librdkafka %s cannot authenticate with SCRAM to Apache Kafka 4.0 or later; librdkafka 2.6.1 and later can.",
+								 rd_kafka_version_str())));
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 					 errmsg("could not authenticate to Kafka brokers \"%s\"", conn->brokers),
-					 errdetail("%s", last[0] ? last : rd_kafka_err2str(err))));
+					 errdetail("%s", last[0] ? last : rd_kafka_err2str(err)),
+					 errhint("Check the options \"username\" and \"password\" of the user mapping and the server's option \"authentication\".")));
+			break;
+		case RD_KAFKA_RESP_ERR__SSL:
+			conn->invalidated = true;
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+					 errmsg("could not establish a TLS connection to Kafka brokers \"%s\"", conn->brokers),
+					 errdetail("%s", last[0] ? last : rd_kafka_err2str(err)),
+					 errhint("Check that the server's option \"ssl_ca_file\" names the CA that signed the brokers' certificates, that the host names in \"brokers\" are those the certificates name, and that a listener requiring client certificates is used with authentication 'mtls'.")));
 			break;
 		default:
 			ereport(ERROR,

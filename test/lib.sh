@@ -43,6 +43,7 @@ _LIB_PIDS=()          # background processes to kill at cleanup
 _LIB_BROKER_DIRS=()   # broker state dirs started here
 _LIB_PG_DIRS=()       # postgres dirs started here
 _LIB_TMP_DIRS=()      # temp dirs to remove at cleanup (unless KEEP_TMP=1)
+_LIB_KAFKA_DIRS=()    # real Kafka state dirs started here (test/kafka/kafka.sh)
 _LIB_CLEANED=0
 LIB_SHOW_LOGS_ON_FAIL="${LIB_SHOW_LOGS_ON_FAIL:-1}"
 
@@ -217,6 +218,7 @@ lib_cleanup() {
     done
     for d in "${_LIB_BROKER_DIRS[@]}"; do stop_broker "$d" >/dev/null 2>&1; done
     for p in "${_LIB_PIDS[@]}"; do kill_pid "$p"; done
+    for d in "${_LIB_KAFKA_DIRS[@]}"; do real_kafka_stop "$d"; done
     for d in "${_LIB_TMP_DIRS[@]}"; do
         if [ "${KEEP_TMP:-0}" = 1 ]; then log "KEEP_TMP=1: kept $d"; else rm -rf "$d"; fi
     done
@@ -238,6 +240,11 @@ show_logs() {
     done
     for d in "${_LIB_BROKER_DIRS[@]}"; do
         [ -s "$d/broker.log" ] && { echo "----- tail of $d/broker.log"; tail -n "$n" "$d/broker.log"; }
+    done
+    for d in "${_LIB_KAFKA_DIRS[@]}"; do
+        for f in "$d"/node*/kafka.log; do
+            [ -s "$f" ] && { echo "----- tail of $f"; tail -n "$n" "$f"; }
+        done
     done
     return 0
 }
@@ -278,6 +285,62 @@ stop_broker() {
     [ -n "$pid" ] || return 0
     wait_for "! pid_alive $pid" 5 || true
     kill_pid "$pid"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Real Apache Kafka (test/kafka/kafka.sh; the tests test/t/5NN_kafka_*.sh)
+# ---------------------------------------------------------------------------------------------------
+
+# real_kafka_start STATE_DIR [NODES] — start a real Kafka cluster (stopped by lib_cleanup) and export its
+# REAL_KAFKA_* variables (see test/kafka/kafka.sh).
+real_kafka_start() {
+    _LIB_KAFKA_DIRS+=("$1")
+    bash "$REPO_ROOT/test/kafka/kafka.sh" start "$@" || return 1
+    real_kafka_env "$1"
+}
+
+# real_kafka_env STATE_DIR — export the REAL_KAFKA_* variables of the cluster at STATE_DIR.
+real_kafka_env() {
+    # shellcheck disable=SC1091
+    . "$1/env"
+}
+
+# real_kafka_stop STATE_DIR — stop the real Kafka nodes at STATE_DIR.
+real_kafka_stop() { bash "$REPO_ROOT/test/kafka/kafka.sh" stop "$1" >/dev/null 2>&1 || true; }
+
+# kafka_tool ARGS... — test/kafka/KafkaTool.java on the cluster at $REAL_KAFKA_STATE: create TOPIC
+# PARTITIONS [CONFIG=VALUE...], delete TOPIC, partitions TOPIC COUNT, config TOPIC CONFIG=VALUE...,
+# produce TOPIC (script on stdin).
+kafka_tool() { bash "$REPO_ROOT/test/kafka/kafka.sh" tool "$REAL_KAFKA_STATE" "$@"; }
+
+# real_kcat ARGS... — kcat on the PLAINTEXT listener of the real Kafka.
+real_kcat() { kcat -b "$REAL_KAFKA_BROKERS" "$@"; }
+
+# real_pairs TOPIC [FORMAT] — the committed records of TOPIC (kcat with isolation.level=read_committed,
+# the independent reader of the real-Kafka tests), one "partition offset" line each (or FORMAT), sorted.
+real_pairs() {
+    kcat -C -b "$REAL_KAFKA_BROKERS" -X isolation.level=read_committed -t "$1" -o beginning -e -q \
+        -f "${2:-%p %o\n}" | LC_ALL=C sort
+}
+
+# real_produce N TOPIC PARTITION — N JSON records {"n": 1..N} to PARTITION of TOPIC (kcat).
+real_produce() { seq "$1" | sed 's/^/{"n": /; s/$/}/' | kcat -P -b "$REAL_KAFKA_BROKERS" -t "$2" -p "$3"; }
+
+# real_analyst_db DB ROLE [SERVER] — database DB with kafka_fdw and the ordinary role ROLE, which may use
+# the FDW and schema kafka; with SERVER, ROLE also creates that server on $REAL_KAFKA_BROKERS (PLAINTEXT)
+# and its user mapping. Defines for the calling test: q SQL (psql as ROLE in DB, tuples only, stops on
+# error) and q_out SQL (the same, stderr included, for statements expected to fail).
+real_analyst_db() {
+    REAL_DB="$1" REAL_ROLE="$2"
+    pg_install_extension "$1" >/dev/null
+    make_analyst "$1" "$2"
+    psql_q -d "$1" -c "GRANT USAGE ON FOREIGN DATA WRAPPER kafka_fdw TO $2" -c "GRANT USAGE ON SCHEMA kafka TO $2"
+    q() { psql -X -v ON_ERROR_STOP=1 -qAt -U "$REAL_ROLE" -d "$REAL_DB" -c "$1"; }
+    q_out() { psql -X -v ON_ERROR_STOP=1 -qAt -U "$REAL_ROLE" -d "$REAL_DB" -c "$1" 2>&1; }
+    if [ -n "${3:-}" ]; then
+        q "CREATE SERVER $3 FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '$REAL_KAFKA_BROKERS')"
+        q "CREATE USER MAPPING FOR $2 SERVER $3"
+    fi
 }
 
 # kcat_count TOPIC — print the number of records in TOPIC (all partitions, from the beginning).

@@ -27,10 +27,20 @@
 #                           relocated copy (cp -a /usr/lib/postgresql and /usr/share/postgresql to X/usr/lib and
 #                           X/usr/share, ln -s /usr/include X/usr/include) keeps test runs out of the system dirs
 #   TMPDIR=DIR              where the work dir is made (default /tmp)
+#   REAL_KAFKA=0            skip the real-Kafka tests (test/t/5NN_kafka_*.sh), each reported as skipped;
+#                           by default (and in CI) they run against a real Apache Kafka that the runner
+#                           starts (test/kafka/kafka.sh: Java and Maven installed if missing, jars from
+#                           Maven Central cached in ~/.m2, one KRaft node on loopback, stopped at exit)
+#   REAL_KAFKA_NODES=1      nodes of that cluster (3: replication factor 3)
+#   REAL_KAFKA_BROKERS=H:P  use this existing cluster (PLAINTEXT listener) instead of starting one; the
+#                           tests that need listeners or certificates not described by the other
+#                           REAL_KAFKA_* variables (see test/kafka/kafka.sh) skip those parts
 #
 # Scripted tests are run with bash, stdin from /dev/null, cwd = repo root, and get in the environment:
-# PGHOST PGPORT PGUSER PGDATA KAFKA_BROKERS BROKER_STATE BROKER REPO_ROOT TEST_TMP (own scratch dir).
-# They source test/lib.sh for helpers and pass iff they exit 0. After each one the broker faults are
+# PGHOST PGPORT PGUSER PGDATA KAFKA_BROKERS BROKER_STATE BROKER REPO_ROOT TEST_TMP (own scratch dir),
+# and the real-Kafka tests the REAL_KAFKA_* variables of test/kafka/kafka.sh (REAL_KAFKA_BROKERS, ...).
+# They source test/lib.sh for helpers and pass iff they exit 0; exit status 77 means skipped (the last
+# line of output says why). After each one the broker faults are
 # reset (all brokers up, no added latency).
 set -euo pipefail
 export LC_ALL=C.UTF-8   # deterministic sort of test names; psql output in UTF-8
@@ -47,9 +57,11 @@ REGRESS_DB=contrib_regression
 read -r -a REQUIRED_PACKAGES <<<"$KAFKA_FDW_PACKAGES"
 PASSED=0
 FAILED=0
+SKIPPED=0
 FAILED_NAMES=()
 FINISHED=0
 CURRENT_TEST_PID=""
+LOGS_SHOWN=0
 
 read -r -a SELECTORS <<<"${*:-${TESTS:-}}"
 
@@ -64,10 +76,11 @@ on_exit() {
     fi
     if [ -n "$CURRENT_TEST_PID" ]; then kill -TERM -- "-$CURRENT_TEST_PID" 2>/dev/null; fi
     if [ "$FAILED" -gt 0 ]; then
-        show_logs 40
+        [ "$LOGS_SHOWN" = 1 ] || show_logs 40     # a failed stage; failed tests showed theirs already
         echo "FAILED: ${FAILED_NAMES[*]}"
     fi
     lib_cleanup
+    if [ "$SKIPPED" -gt 0 ]; then echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"; exit $(( FAILED > 0 )); fi
     echo "$PASSED passed, $FAILED failed"
     if [ "$FAILED" -gt 0 ]; then exit 1; fi
     exit 0
@@ -115,6 +128,12 @@ else
         [ "$hit" = 1 ] || [ "$s" = regress ] || fail_stage "no test matches selector '$sel'"
     done
 fi
+# real-Kafka tests among the selected ones
+REAL_SEL=0
+for t in "${SCRIPTED_SEL[@]}"; do [[ "$(basename "$t")" != 5[0-9][0-9]_kafka_* ]] || REAL_SEL=$((REAL_SEL + 1)); done
+if [ "${REAL_KAFKA:-1}" = 0 ] && [ "$REAL_SEL" -gt 0 ]; then
+    log "REAL_KAFKA=0: the $REAL_SEL real-Kafka test(s) are skipped"
+fi
 if [ "$SKIP_BUILD" = 1 ] && [ ${#REGRESS_SEL[@]} -gt 0 ]; then
     log "KAFKA_FDW_SKIP_BUILD=1: skipping ${#REGRESS_SEL[@]} pg_regress test(s)"
     REGRESS_SEL=()
@@ -128,6 +147,12 @@ log "work dir: $WORK_DIR${KEEP_TMP:+ (KEEP_TMP=$KEEP_TMP)}"
 
 ensure_packages "${REQUIRED_PACKAGES[@]}" || fail_stage "install packages"
 ensure_pg_user || fail_stage "create user postgres"
+if [ "$REAL_SEL" -gt 0 ] && [ "${REAL_KAFKA:-1}" != 0 ]; then
+    if ! command -v javac >/dev/null || ! command -v mvn >/dev/null; then
+        ensure_packages default-jdk-headless maven || fail_stage "install Java and Maven"
+    fi
+    bash test/kafka/kafka.sh fetch || fail_stage "fetch Apache Kafka (mvn, test/kafka/pom.xml)"
+fi
 
 if [ "$SKIP_BUILD" = 1 ]; then
     log "KAFKA_FDW_SKIP_BUILD=1: not building the extension, shared_preload_libraries off"
@@ -145,6 +170,35 @@ if [ -f test/fixtures/regress.txt ]; then BROKER_ARGS+=(--preload "$REPO_ROOT/te
 start_broker "$WORK_DIR/broker" "${BROKER_ARGS[@]}" || fail_stage "start test broker"
 
 start_postgres "$WORK_DIR/pg" || fail_stage "start PostgreSQL"
+
+# The real Kafka starts in the background (about 10 s) while pg_regress and the mock tests run; the first
+# real-Kafka test waits for it (real_kafka_ready).
+REAL_KAFKA_STARTER=""
+REAL_KAFKA_STARTED_MS=0
+if [ "$REAL_SEL" -gt 0 ] && [ "${REAL_KAFKA:-1}" != 0 ]; then
+    REAL_KAFKA_STARTED_MS=$(now_ms)
+    if [ -n "${REAL_KAFKA_BROKERS:-}" ]; then
+        log "real Kafka: using the existing cluster at $REAL_KAFKA_BROKERS"
+        bash test/kafka/kafka.sh attach "$WORK_DIR/kafka" "$REAL_KAFKA_BROKERS" >"$WORK_DIR/kafka-start.log" 2>&1 &
+    else
+        _LIB_KAFKA_DIRS+=("$WORK_DIR/kafka")
+        bash test/kafka/kafka.sh start "$WORK_DIR/kafka" "${REAL_KAFKA_NODES:-1}" >"$WORK_DIR/kafka-start.log" 2>&1 &
+    fi
+    REAL_KAFKA_STARTER=$!
+    track_pid "$REAL_KAFKA_STARTER"
+fi
+
+# real_kafka_ready — wait for the background start of the real Kafka, export its REAL_KAFKA_* variables.
+real_kafka_ready() {
+    [ -n "$REAL_KAFKA_STARTER" ] || return 0
+    local rc=0
+    wait "$REAL_KAFKA_STARTER" || rc=$?
+    REAL_KAFKA_STARTER=""
+    cat "$WORK_DIR/kafka-start.log" >&2
+    [ "$rc" -eq 0 ] || return 1
+    real_kafka_env "$WORK_DIR/kafka"
+    log "real Kafka ready $(elapsed_ms "$REAL_KAFKA_STARTED_MS") ms after its start began"
+}
 
 # reset_broker — undo the faults a test may have injected; restart the broker if it died.
 reset_broker() {
@@ -218,12 +272,41 @@ min_parallel_table_scan_size = 0
 EOF
     as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" reload >/dev/null || fail_stage "reload PostgreSQL with parallel plans forced"
 fi
+# log_lines — "FILE LINES" for each server log, to show what a failed test added to them.
+log_lines() {
+    local f
+    for f in "$WORK_DIR"/pg/postgresql.log "$WORK_DIR"/kafka/node*/kafka.log; do
+        [ -f "$f" ] && echo "$f $(wc -l <"$f")"
+    done
+    return 0
+}
+
+# show_new_log_lines "FILE LINES"... — the last 40 lines each log got since log_lines printed LINES.
+show_new_log_lines() {
+    local f n
+    while read -r f n; do
+        [ -n "$f" ] || continue
+        echo "----- $f: last 40 of the lines added during the test"
+        tail -n +"$((n + 1))" "$f" | tail -n 40
+    done <<<"$1"
+    LOGS_SHOWN=1
+}
+
+REAL_MS=0
 for t in "${SCRIPTED_SEL[@]}"; do
     name="$(basename "$t" .sh)"
+    real=0; [[ "$name" != 5[0-9][0-9]_kafka_* ]] || real=1
+    if [ "$real" = 1 ] && [ "${REAL_KAFKA:-1}" = 0 ]; then
+        SKIPPED=$((SKIPPED + 1))
+        printf 'test %-40s ... skipped (REAL_KAFKA=0)\n' "t/$name"
+        continue
+    fi
+    start=$(now_ms)
+    if [ "$real" = 1 ]; then real_kafka_ready || fail_stage "start the real Kafka (test/kafka/kafka.sh)"; fi
     TEST_TMP="$WORK_DIR/t/$name"
     mkdir -p "$TEST_TMP"; chmod 777 "$TEST_TMP"
     tlog="$TEST_TMP.log"
-    start=$(now_ms)
+    loglines="$(log_lines)"
     # timeout makes its own process group: whatever the test leaves behind is killed with it.
     TEST_TMP="$TEST_TMP" timeout -k 10 "$TEST_TIMEOUT" bash "$REPO_ROOT/$t" </dev/null >"$tlog" 2>&1 &
     CURRENT_TEST_PID=$!
@@ -231,7 +314,11 @@ for t in "${SCRIPTED_SEL[@]}"; do
     kill -TERM -- "-$CURRENT_TEST_PID" 2>/dev/null || true
     CURRENT_TEST_PID=""
     ms=$(elapsed_ms "$start")
-    if [ "$trc" -eq 0 ]; then
+    [ "$real" = 0 ] || REAL_MS=$((REAL_MS + ms))
+    if [ "$trc" -eq 77 ]; then            # the test found nothing to test here (automake's convention)
+        SKIPPED=$((SKIPPED + 1))
+        printf 'test %-40s ... skipped %6d ms (%s)\n' "t/$name" "$ms" "$(tail -n 1 "$tlog")"
+    elif [ "$trc" -eq 0 ]; then
         PASSED=$((PASSED + 1))
         printf 'test %-40s ... ok      %6d ms\n' "t/$name" "$ms"
     else
@@ -240,10 +327,17 @@ for t in "${SCRIPTED_SEL[@]}"; do
         printf 'test %-40s ... FAILED  %6d ms (%s)\n' "t/$name" "$ms" "$why"
         echo "----- last 60 lines of $tlog"
         tail -n 60 "$tlog"
+        show_new_log_lines "$loglines"
         echo "-----"
     fi
     reset_broker || fail_stage "restart test broker after t/$name"
     ensure_postgres_up || fail_stage "restart PostgreSQL after t/$name"
 done
+
+if [ "$REAL_SEL" -gt 0 ] && [ "${REAL_KAFKA:-1}" != 0 ]; then
+    stop_ms=$(now_ms)
+    for d in "${_LIB_KAFKA_DIRS[@]}"; do real_kafka_stop "$d"; done
+    log "real Kafka: $REAL_SEL test(s) took $REAL_MS ms (its start ran in the background), stopping it $(elapsed_ms "$stop_ms") ms"
+fi
 
 FINISHED=1

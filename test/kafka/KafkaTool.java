@@ -1,0 +1,164 @@
+// test/kafka/KafkaTool.java — the Java side of the real-Kafka tests, on Kafka's own client library
+// (kafka-clients), so that what the tests check against comes from the reference implementation and
+// not from librdkafka, which kafka_fdw itself uses. Compiled by `test/kafka/kafka.sh start`.
+//
+//   java KafkaTool BOOTSTRAP create TOPIC PARTITIONS [CONFIG=VALUE ...]   create a topic (RF = brokers, max 3)
+//   java KafkaTool BOOTSTRAP delete TOPIC                                 delete a topic, wait until it is gone
+//   java KafkaTool BOOTSTRAP partitions TOPIC COUNT                       grow a topic to COUNT partitions
+//   java KafkaTool BOOTSTRAP config TOPIC CONFIG=VALUE ...                set topic configs
+//   java KafkaTool BOOTSTRAP produce TOPIC                                run the script on stdin (below)
+//
+// produce reads one command per line and prints "done LINE" when the command has been carried out
+// (records acknowledged by the broker, transactions committed or aborted):
+//   plain P N [TS]   N records to partition P from a plain (non-transactional) producer, with the
+//                    create time TS (ms since the epoch; default: now)
+//   begin            begin a transaction of the transactional producer
+//   send P N         N records to partition P in the open transaction (sent and acknowledged)
+//   commit | abort   end the open transaction
+//   quit             close both producers and exit
+// Values are JSON {"kind": "plain|txn", "seq": n} with a sequence number over the run; keys "k<n>".
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Collections;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.Properties;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.NewPartitions;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.serialization.StringSerializer;
+
+public final class KafkaTool {
+    public static void main(String[] args) throws Exception {
+        if (args.length < 3) {
+            System.err.println("usage: KafkaTool BOOTSTRAP create|delete|partitions|produce TOPIC ...");
+            System.exit(2);
+        }
+        String bootstrap = args[0], cmd = args[1], topic = args[2];
+        if (cmd.equals("produce")) {
+            produce(bootstrap, topic);
+            return;
+        }
+        Properties p = new Properties();
+        p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        try (Admin admin = Admin.create(p)) {
+            switch (cmd) {
+                case "create": {
+                    int brokers = admin.describeCluster().nodes().get(30, TimeUnit.SECONDS).size();
+                    NewTopic t = new NewTopic(topic, Integer.parseInt(args[3]), (short) Math.min(brokers, 3))
+                        .configs(configs(args, 4));
+                    admin.createTopics(Collections.singleton(t)).all().get(30, TimeUnit.SECONDS);
+                    waitFor(admin, topic, true);
+                    break;
+                }
+                case "delete":
+                    admin.deleteTopics(Collections.singleton(topic)).all().get(30, TimeUnit.SECONDS);
+                    waitFor(admin, topic, false);
+                    break;
+                case "partitions":
+                    admin.createPartitions(Collections.singletonMap(topic, NewPartitions.increaseTo(Integer.parseInt(args[3]))))
+                         .all().get(30, TimeUnit.SECONDS);
+                    break;
+                case "config": {
+                    List<AlterConfigOp> ops = new ArrayList<>();
+                    for (Map.Entry<String, String> e : configs(args, 3).entrySet())
+                        ops.add(new AlterConfigOp(new ConfigEntry(e.getKey(), e.getValue()), AlterConfigOp.OpType.SET));
+                    admin.incrementalAlterConfigs(Collections.singletonMap(new ConfigResource(ConfigResource.Type.TOPIC, topic), ops))
+                         .all().get(30, TimeUnit.SECONDS);
+                    break;
+                }
+                default:
+                    System.err.println("unknown command " + cmd);
+                    System.exit(2);
+            }
+        }
+    }
+
+    // configs — the CONFIG=VALUE arguments from index 'from' on.
+    private static Map<String, String> configs(String[] args, int from) {
+        Map<String, String> configs = new HashMap<>();
+        for (String kv : Arrays.copyOfRange(args, Math.min(from, args.length), args.length)) {
+            int eq = kv.indexOf('=');
+            configs.put(kv.substring(0, eq), kv.substring(eq + 1));
+        }
+        return configs;
+    }
+
+    // waitFor — until the topic is listed (present) or not (absent), at most 30 s.
+    private static void waitFor(Admin admin, String topic, boolean present) throws Exception {
+        long deadline = System.currentTimeMillis() + 30000;
+        while (admin.listTopics().names().get(30, TimeUnit.SECONDS).contains(topic) != present) {
+            if (System.currentTimeMillis() > deadline)
+                throw new IllegalStateException("topic " + topic + (present ? " did not appear" : " was not deleted"));
+            Thread.sleep(100);
+        }
+    }
+
+    private static KafkaProducer<String, String> producer(String bootstrap, String txnId) {
+        Properties p = new Properties();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        p.put(ProducerConfig.ACKS_CONFIG, "all");
+        p.put(ProducerConfig.LINGER_MS_CONFIG, "0");
+        if (txnId != null) {
+            p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, txnId);
+            p.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, "300000");   // an open transaction outlives the test
+        }
+        return new KafkaProducer<>(p);
+    }
+
+    private static void produce(String bootstrap, String topic) throws Exception {
+        KafkaProducer<String, String> plain = producer(bootstrap, null);
+        KafkaProducer<String, String> txn = producer(bootstrap, "kafka_fdw-test-" + topic);
+        txn.initTransactions();
+        long seq = 0;
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        String line;
+        while ((line = in.readLine()) != null) {
+            String[] w = line.trim().split("\\s+");
+            switch (w[0]) {
+                case "plain":
+                case "send": {
+                    boolean isPlain = w[0].equals("plain");
+                    KafkaProducer<String, String> pr = isPlain ? plain : txn;
+                    int part = Integer.parseInt(w[1]), n = Integer.parseInt(w[2]);
+                    Long ts = w.length > 3 ? Long.valueOf(w[3]) : null;
+                    for (int i = 0; i < n; i++, seq++) {
+                        String v = "{\"kind\": \"" + (isPlain ? "plain" : "txn") + "\", \"seq\": " + seq + "}";
+                        pr.send(new ProducerRecord<>(topic, part, ts, "k" + seq, v));
+                    }
+                    pr.flush();
+                    break;
+                }
+                case "begin": txn.beginTransaction(); break;
+                case "commit": txn.commitTransaction(); break;
+                case "abort": txn.abortTransaction(); break;
+                case "quit":
+                    plain.close();
+                    txn.close();
+                    System.out.println("done quit");
+                    return;
+                case "": break;
+                default: throw new IllegalArgumentException("unknown produce command: " + line);
+            }
+            System.out.println("done " + line.trim());
+            System.out.flush();
+        }
+        plain.close();
+        txn.close();
+    }
+}
