@@ -72,14 +72,7 @@ real_analyst_db "$db" "$role"
 q "CREATE SERVER k FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '$REAL_KAFKA_BROKERS',
      \"rdkafka.queued.min.messages\" '500', \"rdkafka.queued.max.messages.kbytes\" '64')"
 q "CREATE USER MAPPING FOR $role SERVER k"
-q "CREATE FUNCTION gate(p int, o bigint) RETURNS bigint LANGUAGE plpgsql AS \$\$
-   BEGIN
-     IF p || ':' || o = current_setting('test.gate', true) THEN
-       PERFORM pg_advisory_lock_shared(570);
-       PERFORM pg_advisory_unlock_shared(570);
-     END IF;
-     RETURN o;
-   END \$\$"
+q "$(gate_function_sql 570)"
 
 lock_gate() {
     PGAPPNAME="$locker" psql -X -qAt -U "$role" -d "$db" -c "SELECT pg_advisory_lock(570), pg_sleep(300)" >/dev/null 2>&1 &
