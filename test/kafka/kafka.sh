@@ -308,12 +308,19 @@ cmd_restart() {
         echo "----- restarted by kafka.sh restart at $(date +%T)" >>"$state/node$i/kafka.log"
         start_node "$state" "$i" "$REAL_KAFKA_CLASSPATH"
     done
-    local deadline=$(( $(date +%s) + ${KAFKA_START_TIMEOUT:-90} ))
+    local deadline=$(( $(date +%s) + ${KAFKA_START_TIMEOUT:-90} )) tries=0
     until ready "$state" "$REAL_KAFKA_NODES" "$REAL_KAFKA_BROKERS" "$REAL_KAFKA_SSL_BROKERS" "$REAL_KAFKA_SASL_SSL_BROKERS" \
             "$REAL_KAFKA_PLAIN_USER" "$REAL_KAFKA_PLAIN_PASSWORD"; do
         for i in "$@"; do
-            kill -0 "$(cat "$state/node$i/pid")" 2>/dev/null \
-                || { tail -n 40 "$state/node$i/kafka.log" >&2; die "node $i exited during restart"; }
+            kill -0 "$(cat "$state/node$i/pid")" 2>/dev/null && continue
+            # A node that exits while starting says why in an ERROR line, not in its last lines (its
+            # shutdown). Seen once under load after a kill -9: start it again, at most twice.
+            log "node $i exited during restart:"
+            grep -E ' (ERROR|FATAL) ' "$state/node$i/kafka.log" | tail -n 5 >&2
+            tries=$((tries + 1))
+            [ "$tries" -le 2 ] || die "node $i exited during restart $tries times"
+            sleep 2
+            start_node "$state" "$i" "$REAL_KAFKA_CLASSPATH"
         done
         [ "$(date +%s)" -lt "$deadline" ] || die "the cluster did not serve within ${KAFKA_START_TIMEOUT:-90} s of the restart"
         sleep 0.3

@@ -43,7 +43,7 @@ on_exit() {
     psql_q -d "$db" -c "SELECT kafka.set_auto_refresh(mv_name, false) FROM kafka.streams WHERE auto_refresh" >/dev/null 2>&1
     if [ "$rc" -ne 0 ]; then
         for f in "$k3"/node*/kafka.log; do
-            [ -s "$f" ] && { echo "----- last 8 lines of $f"; tail -n 8 "$f"; }
+            [ -s "$f" ] && { echo "----- $f: last 5 ERROR lines, last 5 lines"; grep -E ' (ERROR|FATAL) ' "$f" | tail -n 5; tail -n 5 "$f"; }
         done
         echo "----- t/570 failed (status $rc) during: $STEP"
     fi
