@@ -112,6 +112,23 @@ GRANT CREATE ON SCHEMA public TO $2;
 SQL
 }
 
+# gate_function_sql KEY — the CREATE FUNCTION statement of gate(p int, o bigint), for holding a refresh
+# in the middle (t/042, t/048, t/570): a view calls gate(kafka_partition, kafka_offset), which returns
+# the offset and, at the record named by the setting test.gate ('partition:offset'), waits until the
+# session holding advisory lock KEY lets it go.
+gate_function_sql() {
+    cat <<SQL
+CREATE FUNCTION gate(p int, o bigint) RETURNS bigint LANGUAGE plpgsql AS \$\$
+BEGIN
+  IF p || ':' || o = current_setting('test.gate', true) THEN
+    PERFORM pg_advisory_lock_shared($1);
+    PERFORM pg_advisory_unlock_shared($1);
+  END IF;
+  RETURN o;
+END \$\$
+SQL
+}
+
 # now_ms — print the current time in milliseconds since the epoch.
 now_ms() { date +%s%3N; }
 

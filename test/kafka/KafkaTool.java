@@ -3,6 +3,10 @@
 // not from librdkafka, which kafka_fdw itself uses. Compiled by `test/kafka/kafka.sh start`.
 //
 //   java KafkaTool BOOTSTRAP create TOPIC PARTITIONS [CONFIG=VALUE ...]   create a topic (RF = brokers, max 3)
+//   java KafkaTool BOOTSTRAP create-led TOPIC PARTITIONS NODE [CONFIG=VALUE ...]
+//                                                                         the same, every partition's preferred
+//                                                                         leader (first replica) node NODE
+//   java KafkaTool BOOTSTRAP leaders TOPIC                                "PARTITION LEADER ISR" lines (-1: none)
 //   java KafkaTool BOOTSTRAP delete TOPIC                                 delete a topic, wait until it is gone
 //   java KafkaTool BOOTSTRAP partitions TOPIC COUNT                       grow a topic to COUNT partitions
 //   java KafkaTool BOOTSTRAP config TOPIC CONFIG=VALUE ...                set topic configs
@@ -62,6 +66,36 @@ public final class KafkaTool {
                         .configs(configs(args, 4));
                     admin.createTopics(Collections.singleton(t)).all().get(30, TimeUnit.SECONDS);
                     waitFor(admin, topic, true);
+                    break;
+                }
+                case "create-led": {
+                    List<Integer> nodes = new ArrayList<>();
+                    for (org.apache.kafka.common.Node n : admin.describeCluster().nodes().get(30, TimeUnit.SECONDS))
+                        nodes.add(n.id());
+                    int leader = Integer.parseInt(args[4]);
+                    if (!nodes.remove(Integer.valueOf(leader)))
+                        throw new IllegalArgumentException("no node " + leader + " in " + nodes);
+                    Collections.sort(nodes);
+                    List<Integer> replicas = new ArrayList<>();
+                    replicas.add(leader);
+                    replicas.addAll(nodes.subList(0, Math.min(nodes.size(), 2)));
+                    Map<Integer, List<Integer>> assignment = new HashMap<>();
+                    for (int i = 0; i < Integer.parseInt(args[3]); i++)
+                        assignment.put(i, replicas);
+                    admin.createTopics(Collections.singleton(new NewTopic(topic, assignment).configs(configs(args, 5))))
+                         .all().get(30, TimeUnit.SECONDS);
+                    waitFor(admin, topic, true);
+                    break;
+                }
+                case "leaders": {
+                    org.apache.kafka.clients.admin.TopicDescription d =
+                        admin.describeTopics(Collections.singleton(topic)).allTopicNames().get(30, TimeUnit.SECONDS).get(topic);
+                    for (org.apache.kafka.common.TopicPartitionInfo pi : d.partitions()) {
+                        StringBuilder isr = new StringBuilder();
+                        for (org.apache.kafka.common.Node n : pi.isr())
+                            isr.append(isr.length() > 0 ? "," : "").append(n.id());
+                        System.out.println(pi.partition() + " " + (pi.leader() == null || pi.leader().isEmpty() ? -1 : pi.leader().id()) + " " + isr);
+                    }
                     break;
                 }
                 case "delete":

@@ -30,14 +30,7 @@ total_rows() { q "SELECT total_rows FROM kafka.streams WHERE mv_name = 'mv'::reg
 
 q "CREATE FOREIGN TABLE t (kafka_partition int, kafka_offset bigint, kafka_value bytea) SERVER k OPTIONS (topic '$topic')"
 # waits on advisory lock 42 at the record named by the setting test.gate ('partition:offset')
-q "CREATE FUNCTION gate(p int, o bigint) RETURNS bigint LANGUAGE plpgsql AS \$\$
-BEGIN
-  IF p || ':' || o = current_setting('test.gate', true) THEN
-    PERFORM pg_advisory_lock_shared(42);
-    PERFORM pg_advisory_unlock_shared(42);
-  END IF;
-  RETURN o;
-END \$\$"
+q "$(gate_function_sql 42)"
 q "CREATE MATERIALIZED VIEW mv AS SELECT kafka_partition, gate(kafka_partition, kafka_offset) AS kafka_offset, kafka_value FROM t"
 q "CREATE UNIQUE INDEX ON mv (kafka_partition, kafka_offset)"
 assert_eq "2000|2000" "$(q 'SELECT count(*) FROM mv')|$(total_rows)" "the view and kafka.streams.total_rows hold the 2000 records"
