@@ -92,7 +92,7 @@ declare -A TIMES=() CPUS=()
 for round in $(seq 0 "$RUNS"); do
     line=""
     for what in serial parallel; do
-        read -r t cpu <<<"$(time_cmd "$OUT" "run_$what")"
+        read -r t cpu _ <<<"$(time_cmd "$OUT" "run_$what")"
         check_output "$what"
         [ "$round" -eq 0 ] || { TIMES[$what]+="$t "; CPUS[$what]+="$cpu "; }
         line+=" $what=${t%.*}ms"
