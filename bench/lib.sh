@@ -114,6 +114,9 @@ time_cmd() {
     awk -v a="$t0" -v b="$t1" -v c=$((c1 - c0)) -v d="$(cpu_delta "$b0" "$b1")" 'BEGIN { printf "%.3f %d %s\n", (b - a) * 1000, c, d }'
 }
 
+# ms_or_dash N — "N ms" rounded, or "-" (unknown).
+ms_or_dash() { if [ "$1" = - ]; then echo -; else awk -v n="$1" 'BEGIN { printf "%.0f ms\n", n }'; fi; }
+
 # median LIST — median of whitespace-separated numbers ("-" if LIST holds a "-": unknown).
 median() {
     case " $1 " in *" - "*) echo -; return ;; esac

@@ -178,7 +178,7 @@ for what in "${WHATS[@]}"; do
     else rps="$(awk -v n="$RECORDS" -v ms="$m" 'BEGIN { printf "%d", n / (ms / 1000) }')"; fi
     ratio="$(awk -v a="$m" -v b="$raw_ms" 'BEGIN { printf "%.2f", a / b }')"
     printf '%-40s %10s %12s %8s %10s   %s\n' "${LABEL[$what]}" "$m" "$rps" "$ratio" \
-        "$(median "${BCPU[$what]}" | awk '{ printf ($1 == "-" ? "-" : "%.0f ms"), $1 }')" \
+        "$(ms_or_dash "$(median "${BCPU[$what]}")")" \
         "$(tr ' ' '\n' <<<"${TIMES[$what]}" | awk 'NF { printf "%s%.0f", s, $1; s = " " }')"
 done
 echo
