@@ -46,6 +46,11 @@ bench_start() {
     pg_install_extension "$1" >/dev/null
 }
 
+# bench_host_line — the machine's load at the end of a bench, for its report (the host is shared).
+bench_host_line() {
+    echo "host: $(nproc) CPUs; load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 # kafka_version — the Apache Kafka version of the harness's classpath (e.g. 4.1.1).
 kafka_version() {
     tr ':' '\n' <<<"$REAL_KAFKA_CLASSPATH" | sed -n 's|.*/kafka_2\.13-\(.*\)\.jar$|\1|p' | head -n 1
@@ -59,6 +64,8 @@ bench_create_topic() {
     else
         kafka_tool create "$1" "$2" retention.ms=-1 retention.bytes=-1 >/dev/null \
             || die "could not create topic $1"
+        # every partition has a leader that answers (the topic is listed a little earlier)
+        wait_for "broker_ctl watermarks '$1' | grep -q '^ok'" 30 || die "topic $1: partitions without a leader"
     fi
 }
 

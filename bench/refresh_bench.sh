@@ -128,6 +128,7 @@ hwm_max="$(printf '%s\n' "${hwms[@]}" | sort -n | tail -n 1)"
 echo
 echo "refresh benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte values, median of $RUNS runs"
 echo "broker: $BENCH_BROKER_DESC"
+bench_host_line
 printf '%-44s %10s %12s %12s\n' "what" "median ms" "rows/s" "broker CPU"
 calc() { awk "BEGIN { print $1 }"; }
 label="REFRESH MATERIALIZED VIEW (streaming, 8 cols)"

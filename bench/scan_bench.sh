@@ -169,6 +169,7 @@ echo
 echo "kafka_fdw scan benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, librdkafka $(pkg-config --modversion rdkafka 2>/dev/null || echo '?'), $(postgres --version 2>/dev/null || "$PG_BINDIR/postgres" --version)"
 echo "topic: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte JSON values ($RAW_BYTES key+value bytes); $RUNS runs each, median wall time"
 echo "broker: $BENCH_BROKER_DESC"
+bench_host_line
 echo
 printf '%-40s %10s %12s %8s %10s   %s\n' "what" "median ms" "records/s" "x raw" "broker CPU" "runs (ms)"
 printf '%-40s %10s %12s %8s %10s   %s\n' "----------------------------------------" "---------" "----------" "------" "----------" "---------"
