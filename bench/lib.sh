@@ -33,9 +33,15 @@ bench_start() {
             BENCH_BROKER_PID="${REAL_KAFKA_PID:-}"
             BENCH_BROKER_DESC="the existing Kafka cluster at $REAL_KAFKA_BROKERS"
         else
-            log "starting a one-node Apache Kafka (test/kafka/kafka.sh)"
-            real_kafka_start "$WORK_DIR/kafka" 1 || die "could not start Apache Kafka"
-            BENCH_BROKER_PID="$(cat "$WORK_DIR/kafka/node1/pid")"
+            local attempt kdir
+            for attempt in 1 2; do   # a node once exited during start here (cause not kept): try again
+                kdir="$WORK_DIR/kafka$attempt"
+                log "starting a one-node Apache Kafka (test/kafka/kafka.sh), attempt $attempt"
+                real_kafka_start "$kdir" 1 && break
+                grep -h -m 5 -E 'ERROR|Exception' "$kdir"/node1/kafka.log >&2 || true
+                [ "$attempt" = 1 ] || die "could not start Apache Kafka"
+            done
+            BENCH_BROKER_PID="$(cat "$kdir/node1/pid")"
             BENCH_BROKER_DESC="1 Apache Kafka $(kafka_version) node (KRaft, JVM pid $BENCH_BROKER_PID, same machine)"
         fi
         # the producer of fill and generate, on the real cluster
