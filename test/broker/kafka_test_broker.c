@@ -632,9 +632,16 @@ clients:
         if (write_state_file(state_dir, "bootstrap", k.bootstrap) ||
             write_state_file(state_dir, "control", buf))
                 goto out;
-        fprintf(stderr,
-                PROG ": ready: %d broker(s) at %s, control port %d, pid %d\n",
-                k.broker_cnt, k.bootstrap, port, (int)getpid());
+        if (external)
+                fprintf(stderr,
+                        PROG ": ready: external cluster at %s, control port "
+                        "%d, pid %d\n",
+                        k.bootstrap, port, (int)getpid());
+        else
+                fprintf(stderr,
+                        PROG ": ready: %d broker(s) at %s, control port %d, "
+                        "pid %d\n",
+                        k.broker_cnt, k.bootstrap, port, (int)getpid());
 
         rc = 0;
         for (;;) {
