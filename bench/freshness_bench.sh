@@ -13,7 +13,15 @@
 # commit time - produce time, over every record. Also checks that every produced record is in the view
 # exactly once.
 #
-# Environment: RATE (10000), DURATION (seconds, 30), PARTITIONS (16), INTERVAL (kafka_fdw.auto_refresh_interval,
+# KAFKA=real runs it against a real Apache Kafka instead (bench/lib.sh): the same generator (the test
+# broker's, `serve --external`) produces into it. The broker process's CPU time during the run
+# (generation and catch-up) is reported too.
+#
+# Before it, the generator produces at RATE for WARMUP seconds into another topic that no view reads
+# (a JVM broker just started compiles its hot paths meanwhile: without it the first seconds of a real
+# Kafka run took 2-3 s per record).
+#
+# Environment: KAFKA, RATE (10000), DURATION (seconds, 30), WARMUP (seconds, 5), PARTITIONS (16), INTERVAL (kafka_fdw.auto_refresh_interval,
 # default 100ms), KEEP_TMP=1.
 set -euo pipefail
 export LC_ALL=C.UTF-8
@@ -29,6 +37,7 @@ RATE="${RATE:-10000}"
 SECONDS_TO_RUN="${DURATION:-30}"
 PARTITIONS="${PARTITIONS:-16}"
 INTERVAL="${INTERVAL:-100ms}"
+WARMUP="${WARMUP:-5}"
 TOPIC=freshness
 DB=freshness
 
@@ -37,7 +46,7 @@ track_commit_timestamp = on
 kafka_fdw.auto_refresh_interval = '$INTERVAL'"
 export PG_EXTRA_CONF
 bench_start "$DB"
-broker_ctl create "$TOPIC" "$PARTITIONS" >/dev/null
+bench_create_topic "$TOPIC" "$PARTITIONS"
 
 psql_q -d "$DB" >/dev/null <<SQL
 SELECT kafka.create_external_schema('s', brokers => '$KAFKA_BROKERS');
@@ -49,8 +58,15 @@ CREATE UNIQUE INDEX ON fresh (kafka_partition, kafka_offset);
 SELECT kafka.set_auto_refresh('fresh', true);
 SQL
 
+if [ "$WARMUP" != 0 ]; then
+    log "warm-up: producing $RATE records/s for $WARMUP s into ${TOPIC}_warmup (read by no view)"
+    bench_create_topic "${TOPIC}_warmup" "$PARTITIONS"
+    broker_ctl generate "${TOPIC}_warmup" "$RATE" "$WARMUP" >/dev/null
+    broker_ctl generate_wait >/dev/null
+fi
 log "producing $RATE records/s for $SECONDS_TO_RUN s into $PARTITIONS partitions, auto refresh every $INTERVAL"
 gen_start=$(now_ms)
+bcpu0=$(broker_cpu_ms)
 broker_ctl generate "$TOPIC" "$RATE" "$SECONDS_TO_RUN" >/dev/null
 reply="$(broker_ctl generate_wait)"
 gen_ms=$(elapsed_ms "$gen_start")
@@ -60,6 +76,8 @@ read -r _ produced failed <<<"$reply"
 total="$(broker_ctl watermarks "$TOPIC" | tr ' ' '\n' | awk -F: 'NF == 3 { s += $3 } END { print s }')"
 wait_for "[ \"\$(psql_q -d $DB -c 'SELECT count(*) FROM fresh')\" = $total ]" 300 \
     || die "the view did not catch up: $(psql_q -d "$DB" -c 'SELECT count(*) FROM fresh') of $total"
+bcpu="$(cpu_delta "$bcpu0" "$(broker_cpu_ms)")"
+run_ms=$(elapsed_ms "$gen_start")
 lost="$(psql_q -d "$DB" -c "SELECT count(*) FROM kafka.stream_scan_errors")"
 [ "$lost" = 0 ] || die "the view lost or skipped records: $lost entries in kafka.stream_scan_errors"
 
@@ -78,8 +96,12 @@ SQL
 )"
 
 echo
-echo "freshness benchmark: $produced records produced at $RATE/s for $SECONDS_TO_RUN s, $PARTITIONS partitions, auto refresh every $INTERVAL"
+echo "freshness benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $produced records produced at $RATE/s for $SECONDS_TO_RUN s, $PARTITIONS partitions, auto refresh every $INTERVAL"
 awk -v n="$produced" -v ms="$gen_ms" 'BEGIN { printf "the generator achieved %.0f records/s (%d records in %.1f s)\n", n * 1000 / ms, n, ms / 1000 }'
+echo "broker: $BENCH_BROKER_DESC"
+bench_host_line
+if [ "$bcpu" = - ]; then echo "broker CPU: unknown (REAL_KAFKA_PID not set)"
+else awk -v c="$bcpu" -v ms="$run_ms" 'BEGIN { printf "broker CPU: %d ms in the %.1f s from the first record produced to the last one visible (%.0f%% of a core; /proc/PID/stat)\n", c, ms / 1000, c * 100 / ms }'; fi
 echo "rows in the view: $n (every record exactly once: unique index, count = high watermarks = $total)"
 echo "refreshes: $refreshes"
 printf 'produce-to-visible latency: median %s ms, p90 %s ms, p99 %s ms, max %s ms\n' "$p50" "$p90" "$p99" "$pmax"

@@ -1,9 +1,19 @@
 # bench/lib.sh — what every benchmark in bench/ does first. Sourced after test/lib.sh.
 # shellcheck shell=bash
 
+# KAFKA=mock (default): the project's test broker (librdkafka's mock cluster, 1 broker).
+# KAFKA=real: a real Apache Kafka, one node started with test/kafka/kafka.sh (stopped at exit), or the
+# existing cluster at REAL_KAFKA_BROKERS (its PLAINTEXT listener; REAL_KAFKA_PID, the broker's pid on
+# this machine, if known, for its CPU time). The records are produced by the test broker's own
+# producer (`serve --external`), so both brokers get the same records from the same client.
+BENCH_KAFKA="${KAFKA:-mock}"
+[[ "$BENCH_KAFKA" =~ ^(mock|real)$ ]] || die "KAFKA must be mock or real (got '$BENCH_KAFKA')"
+BENCH_BROKER_PID=""    # the broker process whose CPU time time_cmd reports (empty: unknown)
+BENCH_BROKER_DESC=""   # what the figures were measured against, for the reports
+
 # bench_start DB — install what is missing, build the extension and the test broker, and start (with
-# cleanup at exit) a 1-broker test cluster and a throwaway PostgreSQL with database DB and the extension.
-# PG_EXTRA_CONF, set by the caller, adds postgresql.conf lines.
+# cleanup at exit) the broker (see KAFKA above) and a throwaway PostgreSQL with database DB and the
+# extension. PG_EXTRA_CONF, set by the caller, adds postgresql.conf lines. Exports KAFKA_BROKERS.
 bench_start() {
     # shellcheck disable=SC2119  # (no arguments: the default package list)
     ensure_packages
@@ -11,18 +21,69 @@ bench_start() {
     make_workdir
     build_extension
     build_broker
-    start_broker "$WORK_DIR/broker" --brokers 1 >/dev/null
+    if [ "$BENCH_KAFKA" = mock ]; then
+        start_broker "$WORK_DIR/broker" --brokers 1 >/dev/null
+        BENCH_BROKER_PID="$(cat "$BROKER_STATE/pid")"
+        BENCH_BROKER_DESC="1 test broker (librdkafka mock cluster, pid $BENCH_BROKER_PID)"
+    else
+        if [ -n "${REAL_KAFKA_BROKERS:-}" ]; then
+            bash "$REPO_ROOT/test/kafka/kafka.sh" attach "$WORK_DIR/kafka" "$REAL_KAFKA_BROKERS" >&2 \
+                || die "cannot attach to the Kafka cluster at $REAL_KAFKA_BROKERS"
+            real_kafka_env "$WORK_DIR/kafka"
+            BENCH_BROKER_PID="${REAL_KAFKA_PID:-}"
+            BENCH_BROKER_DESC="the existing Kafka cluster at $REAL_KAFKA_BROKERS"
+        else
+            local attempt kdir
+            for attempt in 1 2; do   # a node once exited during start here (cause not kept): try again
+                kdir="$WORK_DIR/kafka$attempt"
+                log "starting a one-node Apache Kafka (test/kafka/kafka.sh), attempt $attempt"
+                real_kafka_start "$kdir" 1 && break
+                grep -h -m 5 -E 'ERROR|Exception' "$kdir"/node1/kafka.log >&2 || true
+                [ "$attempt" = 1 ] || die "could not start Apache Kafka"
+            done
+            BENCH_BROKER_PID="$(cat "$kdir/node1/pid")"
+            BENCH_BROKER_DESC="1 Apache Kafka $(kafka_version) node (KRaft, JVM pid $BENCH_BROKER_PID, same machine)"
+        fi
+        # the producer of fill and generate, on the real cluster
+        start_broker "$WORK_DIR/broker" --external "$REAL_KAFKA_BROKERS" >/dev/null
+    fi
+    log "broker: $BENCH_BROKER_DESC, bootstrap $KAFKA_BROKERS"
     start_postgres "$WORK_DIR/pg" >/dev/null
     pg_install_extension "$1" >/dev/null
 }
 
-# bench_fill_topic TOPIC PARTITIONS RECORDS VALUE_BYTES — create TOPIC, fill it, and check that the
-# mock's retention (the newest ~5 MiB per partition) kept every record: all lows 0, highs summing to
-# RECORDS. Too few partitions would otherwise silently shrink the data set.
+# bench_host_line — the machine's load at the end of a bench, for its report (the host is shared).
+bench_host_line() {
+    echo "host: $(nproc) CPUs; load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# kafka_version — the Apache Kafka version of the harness's classpath (e.g. 4.1.1).
+kafka_version() {
+    tr ':' '\n' <<<"$REAL_KAFKA_CLASSPATH" | sed -n 's|.*/kafka_2\.13-\(.*\)\.jar$|\1|p' | head -n 1
+}
+
+# bench_create_topic TOPIC PARTITIONS — create TOPIC on the bench's broker. On real Kafka without
+# retention by time (the fill's record timestamps start in 2023) or size.
+bench_create_topic() {
+    if [ "$BENCH_KAFKA" = mock ]; then
+        broker_ctl create "$1" "$2" >/dev/null || die "could not create topic $1"
+    else
+        kafka_tool create "$1" "$2" retention.ms=-1 retention.bytes=-1 >/dev/null \
+            || die "could not create topic $1"
+        # every partition has a leader that answers (the topic is listed a little earlier)
+        wait_for "broker_ctl watermarks '$1' | grep -q '^ok'" 30 || die "topic $1: partitions without a leader"
+    fi
+}
+
+# bench_fill_topic TOPIC PARTITIONS RECORDS VALUE_BYTES — create TOPIC, fill it (the test broker's `fill`:
+# record i has key key-<i>, partition i % PARTITIONS and a JSON value {"id":i,"name":"customer-i",
+# "state":"CA","pad":"xx…"} of VALUE_BYTES bytes), and check that retention (the mock keeps the newest
+# ~5 MiB per partition) kept every record: all lows 0, highs summing to RECORDS. Too few partitions
+# would otherwise silently shrink the data set.
 bench_fill_topic() {
     local topic="$1" partitions="$2" records="$3" value_bytes="$4" start wm lows total
     log "topic $topic: $partitions partitions, filling $records records of ~$value_bytes-byte values"
-    broker_ctl create "$topic" "$partitions" >/dev/null
+    bench_create_topic "$topic" "$partitions"
     start=$(now_ms)
     broker_ctl fill "$topic" "$records" "$value_bytes" >/dev/null
     log "filled in $(elapsed_ms "$start") ms"
@@ -41,20 +102,37 @@ bench_fill_topic() {
 busy_ms() {
     awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%d\n", ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / hz }' /proc/stat
 }
-# time_cmd OUTFILE CMD... — run CMD with stdout to OUTFILE, print the wall time in ms (3 decimals)
-# and the machine's busy CPU time meanwhile in ms.
+# broker_cpu_ms — CPU time (user + system, all threads) the broker process $BENCH_BROKER_PID has used,
+# in ms (from /proc/PID/stat); "-" if unknown.
+broker_cpu_ms() {
+    local s
+    if [ -z "$BENCH_BROKER_PID" ] || ! s="$(cat "/proc/$BENCH_BROKER_PID/stat" 2>/dev/null)"; then echo -; return; fi
+    s="${s##*) }"   # after the command name, which may contain spaces: fields 3.. (state first)
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", ($12 + $13) * 1000 / hz }' <<<"$s"
+}
+# cpu_delta A B — B - A of two broker_cpu_ms readings ("-" if unknown).
+cpu_delta() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else echo $(($2 - $1)); fi; }
+
+# time_cmd OUTFILE CMD... — run CMD with stdout to OUTFILE, print the wall time in ms (3 decimals),
+# the machine's busy CPU time meanwhile in ms and the broker's CPU time meanwhile in ms ("-" if unknown).
 time_cmd() {
-    local out="$1" t0 t1 c0 c1; shift
+    local out="$1" t0 t1 c0 c1 b0 b1; shift
+    b0=$(broker_cpu_ms)
     c0=$(busy_ms)
     t0=$EPOCHREALTIME
     "$@" >"$out" 2>>"$WORK_DIR/bench-stderr.log" || { log "failed: $*"; tail -n 20 "$WORK_DIR/bench-stderr.log" >&2; exit 1; }
     t1=$EPOCHREALTIME
     c1=$(busy_ms)
-    awk -v a="$t0" -v b="$t1" -v c=$((c1 - c0)) 'BEGIN { printf "%.3f %d\n", (b - a) * 1000, c }'
+    b1=$(broker_cpu_ms)
+    awk -v a="$t0" -v b="$t1" -v c=$((c1 - c0)) -v d="$(cpu_delta "$b0" "$b1")" 'BEGIN { printf "%.3f %d %s\n", (b - a) * 1000, c, d }'
 }
 
-# median LIST — median of whitespace-separated numbers.
+# ms_or_dash N — "N ms" rounded, or "-" (unknown).
+ms_or_dash() { if [ "$1" = - ]; then echo -; else awk -v n="$1" 'BEGIN { printf "%.0f ms\n", n }'; fi; }
+
+# median LIST — median of whitespace-separated numbers ("-" if LIST holds a "-": unknown).
 median() {
+    case " $1 " in *" - "*) echo -; return ;; esac
     tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g |
         awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.1f\n", v[(NR + 1) / 2];
                                   else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'

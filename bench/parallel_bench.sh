@@ -6,7 +6,7 @@
 #   bash bench/parallel_bench.sh
 #
 # On a fresh Debian 12 machine (as root) it installs the packages it needs, builds and installs the
-# extension and the test broker, starts its own test broker (1 broker) and a throwaway PostgreSQL in a
+# extension and the test broker, starts its own test broker (1 broker; KAFKA=real: a real Kafka, see bench/lib.sh) and a throwaway PostgreSQL in a
 # temp dir (both stopped and removed at exit), creates a topic of PARTITIONS partitions, fills it with
 # RECORDS records of ~VALUE_BYTES-byte JSON values, checks that nothing was lost to the mock broker's
 # retention, prints the plans the planner chooses by itself (default costs), and then measures, RUNS
@@ -88,13 +88,13 @@ check_output() {
     [ "$sum" = "$SUM" ] || die "$1 run summed $sum, another run $SUM"
 }
 
-declare -A TIMES=() CPUS=()
+declare -A TIMES=() CPUS=() BCPU=()
 for round in $(seq 0 "$RUNS"); do
     line=""
     for what in serial parallel; do
-        read -r t cpu <<<"$(time_cmd "$OUT" "run_$what")"
+        read -r t cpu b <<<"$(time_cmd "$OUT" "run_$what")"
         check_output "$what"
-        [ "$round" -eq 0 ] || { TIMES[$what]+="$t "; CPUS[$what]+="$cpu "; }
+        [ "$round" -eq 0 ] || { TIMES[$what]+="$t "; CPUS[$what]+="$cpu "; BCPU[$what]+="$b "; }
         line+=" $what=${t%.*}ms"
     done
     if [ "$round" -eq 0 ]; then log "warm-up (not counted):$line"
@@ -108,21 +108,24 @@ verdict="$(awk -v r="$ratio" 'BEGIN { print (r >= 1.5 ? "met" : "NOT met") }')"
 
 echo
 echo "kafka_fdw parallel scan benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, librdkafka $(pkg-config --modversion rdkafka 2>/dev/null || echo '?'), $("$PG_BINDIR/postgres" --version)"
-echo "topic: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte JSON values, 1 test broker; $RUNS runs each, median wall time"
+echo "topic: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte JSON values; $RUNS runs each, median wall time"
+echo "broker: $BENCH_BROKER_DESC"
+bench_host_line
 echo "query: $Q"
 echo
-printf '%-44s %10s %12s %8s   %s\n' "what" "median ms" "records/s" "CPU ms" "runs (ms)"
-printf '%-44s %10s %12s %8s   %s\n' "--------------------------------------------" "---------" "----------" "------" "---------"
+printf '%-44s %10s %12s %8s %10s   %s\n' "what" "median ms" "records/s" "CPU ms" "broker CPU" "runs (ms)"
+printf '%-44s %10s %12s %8s %10s   %s\n' "--------------------------------------------" "---------" "----------" "------" "----------" "---------"
 for what in serial parallel; do
     m="$ser"; label="serial (max_parallel_workers_per_gather = 0)"
     if [ "$what" = parallel ]; then m="$par"; label="parallel ($WORKERS workers + leader)"; fi
-    printf '%-44s %10s %12s %8s   %s\n' "$label" "$m" \
+    printf '%-44s %10s %12s %8s %10s   %s\n' "$label" "$m" \
         "$(awk -v n="$RECORDS" -v ms="$m" 'BEGIN { printf "%d", n / (ms / 1000) }')" \
-        "$(median "${CPUS[$what]}" | awk '{ printf "%.0f", $1 }')" \
+        "$(median "${CPUS[$what]}" | awk '{ printf "%.0f", $1 }')" "$(ms_or_dash "$(median "${BCPU[$what]}")")" \
         "$(tr ' ' '\n' <<<"${TIMES[$what]}" | awk 'NF { printf "%s%.0f", s, $1; s = " " }')"
 done
 echo
-echo "CPU ms: the machine's busy CPU time during a run (median; all processes, the test broker included)."
+echo "CPU ms: the machine's busy CPU time during a run (median; all processes, the broker included)."
+echo "broker CPU: the broker process's user+system CPU time during a run (median; /proc/PID/stat)."
 echo "The same work taking much more CPU time in one mode than in the other means a noisy machine."
 echo
 echo "serial / parallel = $ratio (target >= 1.5: $verdict)"

@@ -17,7 +17,10 @@
 # and VmHWM (which also counts touched shared buffers) at the end; the first refresh of RECORDS/4 records
 # is measured too, to show that memory does not grow with the number of records.
 #
-# Environment: RECORDS (1000000), PARTITIONS (64), VALUE_BYTES (150), RUNS (3), KEEP_TMP=1, and
+# KAFKA=real runs it all against a real Apache Kafka instead (bench/lib.sh); beside each figure, the
+# broker process's CPU time during the refresh (or the COPY).
+#
+# Environment: RECORDS (1000000), PARTITIONS (64), VALUE_BYTES (150), RUNS (3), KAFKA, KEEP_TMP=1, and
 # VIEW_COLUMNS, the view's select list (default the eight columns; for example
 # "kafka_partition, kafka_offset, kafka.json_parse(kafka_value) AS data" measures a view whose
 # expressions a refresh evaluates per record, against COPY of the same rows into jsonb).
@@ -104,14 +107,16 @@ read -r _ _ _ rows <<<"$(refresh_once mv)"
 psql_q -d "$DB" -c "COPY (SELECT * FROM mv) TO '$WORK_DIR/rows.copy'" >/dev/null
 copy_once >/dev/null
 
-refresh_ms=(); copy_ms=(); peaks=(); hwms=()
+refresh_ms=(); copy_ms=(); peaks=(); hwms=(); refresh_bcpu=""; copy_bcpu=""
 for run in $(seq 1 "$RUNS"); do
     psql_q -d "$DB" -c "CHECKPOINT" >/dev/null
+    b0=$(broker_cpu_ms)
     read -r ms peak hwm rows <<<"$(refresh_once mv)"
+    b1=$(broker_cpu_ms)
     [ "$rows" = "$RECORDS" ] || die "run $run: the view holds $rows rows, expected $RECORDS"
-    refresh_ms+=("$ms"); peaks+=("$peak"); hwms+=("$hwm")
-    c="$(copy_once)"; copy_ms+=("$c")
-    log "run $run: refresh ${ms} ms (peak RssAnon ${peak} kB, VmHWM ${hwm} kB), COPY ${c} ms"
+    refresh_ms+=("$ms"); peaks+=("$peak"); hwms+=("$hwm"); refresh_bcpu+="$(cpu_delta "$b0" "$b1") "
+    c="$(copy_once)"; b2=$(broker_cpu_ms); copy_ms+=("$c"); copy_bcpu+="$(cpu_delta "$b1" "$b2") "
+    log "run $run: refresh ${ms} ms (peak RssAnon ${peak} kB, VmHWM ${hwm} kB, broker CPU $(cpu_delta "$b0" "$b1") ms), COPY ${c} ms"
 done
 read -r small_ms small_peak small_hwm small_rows <<<"$(refresh_once mv_small)"
 
@@ -121,13 +126,16 @@ peak_max="$(printf '%s\n' "${peaks[@]}" | sort -n | tail -n 1)"
 hwm_max="$(printf '%s\n' "${hwms[@]}" | sort -n | tail -n 1)"
 
 echo
-echo "refresh benchmark: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte values, median of $RUNS runs"
-printf '%-44s %10s %12s\n' "what" "median ms" "rows/s"
+echo "refresh benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte values, median of $RUNS runs"
+echo "broker: $BENCH_BROKER_DESC"
+bench_host_line
+printf '%-44s %10s %12s %12s\n' "what" "median ms" "rows/s" "broker CPU"
 calc() { awk "BEGIN { print $1 }"; }
 label="REFRESH MATERIALIZED VIEW (streaming, 8 cols)"
 [ -z "${VIEW_COLUMNS:-}" ] || label="REFRESH MATERIALIZED VIEW (VIEW_COLUMNS)"
-printf '%-44s %10s %12.0f\n' "$label" "$r_med" "$(calc "$RECORDS * 1000 / $r_med")"
-printf '%-44s %10s %12.0f\n' "COPY of the same rows (text)" "$c_med" "$(calc "$RECORDS * 1000 / $c_med")"
+printf '%-44s %10s %12.0f %12s\n' "$label" "$r_med" "$(calc "$RECORDS * 1000 / $r_med")" "$(ms_or_dash "$(median "$refresh_bcpu")")"
+printf '%-44s %10s %12.0f %12s\n' "COPY of the same rows (text)" "$c_med" "$(calc "$RECORDS * 1000 / $c_med")" "$(ms_or_dash "$(median "$copy_bcpu")")"
+echo "(broker CPU: median user+system CPU time of the broker process meanwhile, /proc/PID/stat; it shares the $(nproc) CPUs)"
 printf 'refresh rows/s / COPY rows/s = %.2f (target >= 0.9)\n' "$(calc "$c_med / $r_med")"
 echo
 echo "memory of the refreshing backend (RssAnon sampled every 20 ms; VmHWM includes shared buffers):"

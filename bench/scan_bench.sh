@@ -20,7 +20,10 @@
 # and prints a table (median ms, records/s, ratio to raw_consume) and the ratio lines.
 # Exits non-zero if any reader returns a wrong record count or byte sum.
 #
-# Environment: RECORDS (1000000), PARTITIONS (64), VALUE_BYTES (150), RUNS (3), TOPIC (scan_bench),
+# KAFKA=real runs it all against a real Apache Kafka instead (bench/lib.sh). Beside each figure: the
+# broker process's CPU time during the run.
+#
+# Environment: RECORDS (1000000), PARTITIONS (64), VALUE_BYTES (150), RUNS (3), TOPIC (scan_bench), KAFKA,
 # KEEP_TMP=1 keeps the temp dir (logs), PG_EXTRA_CONF adds postgresql.conf lines (e.g. to disable
 # parallel plans: PG_EXTRA_CONF='max_parallel_workers_per_gather = 0').
 set -euo pipefail
@@ -134,7 +137,7 @@ declare -A LABEL=(
     [count]="SELECT count(*)"
     [full]="SELECT all columns (full row)"
 )
-declare -A TIMES=()
+declare -A TIMES=() BCPU=()
 RAW_INTERNAL=""
 
 # Round 0 is a warm-up (not counted) that also validates every reader with a full count check.
@@ -142,13 +145,13 @@ for round in $(seq 0 "$RUNS"); do
     line=""
     for what in "${WHATS[@]}"; do
         if [ "$what" = kcat ] && [ "$round" -gt 0 ]; then
-            read -r t _ <<<"$(time_cmd /dev/null run_kcat)"   # as specified: output to /dev/null
+            read -r t _ b <<<"$(time_cmd /dev/null run_kcat)"   # as specified: output to /dev/null
         else
-            read -r t _ <<<"$(time_cmd "$OUT" "run_$what")"
+            read -r t _ b <<<"$(time_cmd "$OUT" "run_$what")"
             check_output "$what"
         fi
         if [ "$round" -gt 0 ]; then
-            TIMES[$what]+="$t "
+            TIMES[$what]+="$t "; BCPU[$what]+="$b "
             [ "$what" != raw ] || RAW_INTERNAL+="$(sed -n 's/.*elapsed_ms=\([0-9.]*\).*/\1/p' "$OUT") "
         fi
         line+=" $what=${t%.*}ms"
@@ -164,21 +167,25 @@ raw_ms="${MED[raw]}"
 
 echo
 echo "kafka_fdw scan benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, librdkafka $(pkg-config --modversion rdkafka 2>/dev/null || echo '?'), $(postgres --version 2>/dev/null || "$PG_BINDIR/postgres" --version)"
-echo "topic: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte JSON values ($RAW_BYTES key+value bytes), 1 test broker; $RUNS runs each, median wall time"
+echo "topic: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte JSON values ($RAW_BYTES key+value bytes); $RUNS runs each, median wall time"
+echo "broker: $BENCH_BROKER_DESC"
+bench_host_line
 echo
-printf '%-40s %10s %12s %8s   %s\n' "what" "median ms" "records/s" "x raw" "runs (ms)"
-printf '%-40s %10s %12s %8s   %s\n' "----------------------------------------" "---------" "----------" "------" "---------"
+printf '%-40s %10s %12s %8s %10s   %s\n' "what" "median ms" "records/s" "x raw" "broker CPU" "runs (ms)"
+printf '%-40s %10s %12s %8s %10s   %s\n' "----------------------------------------" "---------" "----------" "------" "----------" "---------"
 for what in "${WHATS[@]}"; do
     m="${MED[$what]}"
     if [ "$what" = one ]; then rps="-"
     else rps="$(awk -v n="$RECORDS" -v ms="$m" 'BEGIN { printf "%d", n / (ms / 1000) }')"; fi
     ratio="$(awk -v a="$m" -v b="$raw_ms" 'BEGIN { printf "%.2f", a / b }')"
-    printf '%-40s %10s %12s %8s   %s\n' "${LABEL[$what]}" "$m" "$rps" "$ratio" \
+    printf '%-40s %10s %12s %8s %10s   %s\n' "${LABEL[$what]}" "$m" "$rps" "$ratio" \
+        "$(ms_or_dash "$(median "${BCPU[$what]}")")" \
         "$(tr ' ' '\n' <<<"${TIMES[$what]}" | awk 'NF { printf "%s%.0f", s, $1; s = " " }')"
 done
 echo
 echo "raw_consume's own elapsed_ms (handle creation to last record, no process start/exit): median $(median "$RAW_INTERNAL")"
 echo "psql rows include psql start, connection and backend start-up (SELECT 1 above): nothing subtracted"
+echo "broker CPU: median user+system CPU time of the broker process during a run (/proc/PID/stat); it shares the $(nproc) CPUs"
 [ -z "$FDW_QUEUE_DESC" ] || echo "kafka_fdw's queue limits (src/option.c): $FDW_QUEUE_DESC; raw_consume: librdkafka's defaults"
 echo
 count_ratio="$(awk -v a="${MED[count]}" -v b="$raw_ms" 'BEGIN { printf "%.2f", a / b }')"

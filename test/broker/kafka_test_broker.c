@@ -78,7 +78,8 @@ static void usage(FILE *fp) {
                 "usage:\n"
                 "  " PROG " serve [--brokers N] [--state-dir DIR] "
                 "[--preload FILE]\n"
-                "        [--auto-create-topics] [--verbose]\n"
+                "        [--auto-create-topics] [--verbose] "
+                "[--external BOOTSTRAP]\n"
                 "  " PROG " ctl [--state-dir DIR] COMMAND [ARGS...]\n"
                 "  " PROG " ctl [--state-dir DIR] -    "
                 "(commands from stdin, one per line)\n"
@@ -495,6 +496,7 @@ static int run_preload(ktb_t *k, const char *file) {
 static int serve_main(int argc, char **argv) {
         const char *state_dir = ".";
         const char *preload   = NULL;
+        const char *external  = NULL;
         int auto_create       = 0;
         ktb_t k;
         rd_kafka_conf_t *conf;
@@ -522,6 +524,8 @@ static int serve_main(int argc, char **argv) {
                         preload = argv[++i];
                 else if (!strcmp(argv[i], "--auto-create-topics"))
                         auto_create = 1;
+                else if (!strcmp(argv[i], "--external") && i + 1 < argc)
+                        external = argv[++i];
                 else if (!strcmp(argv[i], "--verbose") ||
                          !strcmp(argv[i], "-v"))
                         k.verbose = 1;
@@ -566,6 +570,15 @@ static int serve_main(int argc, char **argv) {
         if (write_state_file(state_dir, "pid", buf))
                 goto out;
 
+        /* --external: no mock cluster; the data commands' clients connect to
+         * an existing cluster (a real Kafka), the mock-only commands refuse. */
+        if (external) {
+                k.bootstrap = strdup(external);
+                if (!k.bootstrap)
+                        goto out;
+                goto clients;
+        }
+
         /* The handle owning the mock cluster; it never connects anywhere. */
         conf = rd_kafka_conf_new();
         ktb_conf_common(&k, conf);
@@ -597,6 +610,7 @@ static int serve_main(int argc, char **argv) {
         if (!k.bootstrap)
                 goto out;
 
+clients:
         if (!(k.sync_rk = ktb_client_new(&k, "sync", &err)) ||
             !(k.bulk_rk = ktb_client_new(&k, "bulk", &err))) {
                 fprintf(stderr, PROG ": %s\n", err.s);
@@ -618,9 +632,16 @@ static int serve_main(int argc, char **argv) {
         if (write_state_file(state_dir, "bootstrap", k.bootstrap) ||
             write_state_file(state_dir, "control", buf))
                 goto out;
-        fprintf(stderr,
-                PROG ": ready: %d broker(s) at %s, control port %d, pid %d\n",
-                k.broker_cnt, k.bootstrap, port, (int)getpid());
+        if (external)
+                fprintf(stderr,
+                        PROG ": ready: external cluster at %s, control port "
+                        "%d, pid %d\n",
+                        k.bootstrap, port, (int)getpid());
+        else
+                fprintf(stderr,
+                        PROG ": ready: %d broker(s) at %s, control port %d, "
+                        "pid %d\n",
+                        k.broker_cnt, k.bootstrap, port, (int)getpid());
 
         rc = 0;
         for (;;) {

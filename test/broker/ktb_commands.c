@@ -904,27 +904,28 @@ static const struct {
         int min_args, max_args;
         const char *usage;
         int (*fn)(ktb_t *k, int argc, char **argv, strbuf_t *out);
+        int mock_only; /* needs the mock cluster (refused with --external) */
 } commands[] = {
-    {"create", 2, 2, "create TOPIC PARTITIONS", cmd_create},
+    {"create", 2, 2, "create TOPIC PARTITIONS", cmd_create, 1},
     {"produce", 4, 6,
      "produce TOPIC PARTITION KEY VALUE [TIMESTAMP_MS [HEADERS]]",
-     cmd_produce},
-    {"fill", 3, 3, "fill TOPIC COUNT VALUE_BYTES", cmd_fill},
+     cmd_produce, 0},
+    {"fill", 3, 3, "fill TOPIC COUNT VALUE_BYTES", cmd_fill, 0},
     {"generate", 3, 5, "generate TOPIC RATE SECONDS [VALUE_BYTES [FIRST_ID]]",
-     cmd_generate},
-    {"generate_wait", 0, 0, "generate_wait", cmd_generate_wait},
-    {"down", 1, 1, "down BROKER_ID", cmd_down},
-    {"up", 1, 1, "up BROKER_ID", cmd_up},
-    {"rtt", 2, 2, "rtt BROKER_ID MS", cmd_rtt},
-    {"error", 3, 3, "error API ERR COUNT", cmd_error},
-    {"clear", 1, 1, "clear API", cmd_clear},
-    {"topic_error", 2, 2, "topic_error TOPIC ERR", cmd_topic_error},
-    {"leader", 3, 3, "leader TOPIC PARTITION BROKER_ID", cmd_leader},
-    {"apiversion", 3, 3, "apiversion API MIN MAX", cmd_apiversion},
-    {"watermarks", 1, 1, "watermarks TOPIC", cmd_watermarks},
-    {"bootstrap", 0, 0, "bootstrap", cmd_bootstrap},
-    {"ping", 0, 0, "ping", cmd_ping},
-    {"shutdown", 0, 0, "shutdown", cmd_shutdown},
+     cmd_generate, 0},
+    {"generate_wait", 0, 0, "generate_wait", cmd_generate_wait, 0},
+    {"down", 1, 1, "down BROKER_ID", cmd_down, 1},
+    {"up", 1, 1, "up BROKER_ID", cmd_up, 1},
+    {"rtt", 2, 2, "rtt BROKER_ID MS", cmd_rtt, 1},
+    {"error", 3, 3, "error API ERR COUNT", cmd_error, 1},
+    {"clear", 1, 1, "clear API", cmd_clear, 1},
+    {"topic_error", 2, 2, "topic_error TOPIC ERR", cmd_topic_error, 1},
+    {"leader", 3, 3, "leader TOPIC PARTITION BROKER_ID", cmd_leader, 1},
+    {"apiversion", 3, 3, "apiversion API MIN MAX", cmd_apiversion, 1},
+    {"watermarks", 1, 1, "watermarks TOPIC", cmd_watermarks, 0},
+    {"bootstrap", 0, 0, "bootstrap", cmd_bootstrap, 0},
+    {"ping", 0, 0, "ping", cmd_ping, 0},
+    {"shutdown", 0, 0, "shutdown", cmd_shutdown, 0},
 };
 
 int ktb_exec(ktb_t *k, char *line, strbuf_t *reply) {
@@ -956,6 +957,12 @@ int ktb_exec(ktb_t *k, char *line, strbuf_t *reply) {
         if (argc - 1 < commands[i].min_args ||
             argc - 1 > commands[i].max_args) {
                 sb_printf(reply, "error usage: %s", commands[i].usage);
+                return 0;
+        }
+
+        if (commands[i].mock_only && !k->mcluster) {
+                sb_printf(reply, "error %s needs the mock cluster (this broker "
+                          "serves --external %s)", argv[0], k->bootstrap);
                 return 0;
         }
 
