@@ -462,16 +462,10 @@ plan_view_query(Query *query, const char *queryString, KafkaStreamContext *ctx,
 {
 	PlannedStmt *plan;
 
+	/* an error here ends the refresh, and the context with it */
 	ctx->planning = true;
-	PG_TRY();
-	{
-		plan = pg_plan_query(copyObject(query), queryString, cursorOptions, NULL);
-	}
-	PG_FINALLY();
-	{
-		ctx->planning = false;
-	}
-	PG_END_TRY();
+	plan = pg_plan_query(copyObject(query), queryString, cursorOptions, NULL);
+	ctx->planning = false;
 	mark_stream_scan(plan->planTree, plan->rtable, ctx->ftable_oid);
 	return plan;
 }

@@ -386,10 +386,21 @@ ensure_pg_user() {
 free_port() {
     local port
     for _ in $(seq 100); do
-        port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+        port="$(random_listen_port)"
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
     done
     return 1
+}
+
+# random_listen_port — a random port below the kernel's ephemeral range (ip_local_port_range), from
+# 10000 up. A port in that range can be taken by an outgoing connection's local end (a client of the
+# brokers, psql, kcat) between the check that nothing listens on it and the server's bind: a Kafka
+# node then exited at start ("Address already in use"), once in a few suite runs.
+random_listen_port() {
+    local lo=32768
+    [ -r /proc/sys/net/ipv4/ip_local_port_range ] && read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+    [ "$lo" -gt 12000 ] || lo=61000
+    echo $(( 10000 + (RANDOM * 32768 + RANDOM) % (lo - 10000) ))
 }
 
 # start_postgres DIR — initdb DIR/data as postgres, start it on a free 127.0.0.1 port with the socket in

@@ -195,6 +195,14 @@ real_kafka_ready() {
     wait "$REAL_KAFKA_STARTER" || rc=$?
     REAL_KAFKA_STARTER=""
     cat "$WORK_DIR/kafka-start.log" >&2
+    # A node that fails to start says why above. Start it once more (fresh state), loudly: the start
+    # is not what the tests test, and the cause is in the output for whoever reads it.
+    if [ "$rc" -ne 0 ] && [ -z "${REAL_KAFKA_BROKERS:-}" ]; then
+        log "real Kafka did not start (its output is above): starting it once more"
+        rm -rf "$WORK_DIR/kafka"
+        rc=0
+        bash test/kafka/kafka.sh start "$WORK_DIR/kafka" "${REAL_KAFKA_NODES:-1}" >&2 || rc=$?
+    fi
     [ "$rc" -eq 0 ] || return 1
     real_kafka_env "$WORK_DIR/kafka"
     log "real Kafka ready $(elapsed_ms "$REAL_KAFKA_STARTED_MS") ms after its start began"

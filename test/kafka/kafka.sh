@@ -39,11 +39,21 @@ declare -A _TAKEN=()
 free_port() {
     local port
     for _ in $(seq 200); do
-        port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+        port="$(random_listen_port)"
         [ -z "${_TAKEN[$port]:-}" ] || continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then _TAKEN[$port]=1; echo "$port"; return 0; fi
     done
     return 1
+}
+
+# random_listen_port — a random port below the kernel's ephemeral range, from 10000 up: a port in that
+# range can be taken by an outgoing connection's local end between our check and the node's bind (a
+# node then exits at start with "Address already in use").  Same as in test/lib.sh.
+random_listen_port() {
+    local lo=32768
+    [ -r /proc/sys/net/ipv4/ip_local_port_range ] && read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+    [ "$lo" -gt 12000 ] || lo=61000
+    echo $(( 10000 + (RANDOM * 32768 + RANDOM) % (lo - 10000) ))
 }
 
 # secret — a random 24-character alphanumeric string.
@@ -223,7 +233,10 @@ EOF
     until ready "$state" "$nodes" "$brokers" "$sslb" "$sasls" "$plain_user" "$plain_pw"; do
         for i in $(seq "$nodes"); do
             kill -0 "$(cat "$state/node$i/pid")" 2>/dev/null \
-                || { tail -n 40 "$state/node$i/kafka.log" >&2; cmd_stop "$state"; die "node $i exited during start"; }
+                || { log "node $i exited during start; its errors, then its last lines:"
+                     grep -E ' (ERROR|FATAL) |Exception' "$state/node$i/kafka.log" | head -n 20 >&2
+                     tail -n 15 "$state/node$i/kafka.log" >&2
+                     cmd_stop "$state"; die "node $i exited during start"; }
         done
         if [ "$(date +%s)" -ge "$deadline" ]; then
             tail -n 40 "$state/node1/kafka.log" >&2; cmd_stop "$state"; die "Kafka did not serve within ${KAFKA_START_TIMEOUT:-90} s"
