@@ -392,16 +392,8 @@ free_port() {
     return 1
 }
 
-# random_listen_port — a random port below the kernel's ephemeral range (ip_local_port_range), from
-# 10000 up. A port in that range can be taken by an outgoing connection's local end (a client of the
-# brokers, psql, kcat) between the check that nothing listens on it and the server's bind: a Kafka
-# node then exited at start ("Address already in use"), once in a few suite runs.
-random_listen_port() {
-    local lo=32768
-    [ -r /proc/sys/net/ipv4/ip_local_port_range ] && read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
-    [ "$lo" -gt 12000 ] || lo=61000
-    echo $(( 10000 + (RANDOM * 32768 + RANDOM) % (lo - 10000) ))
-}
+# shellcheck source=test/ports.sh
+. "$REPO_ROOT/test/ports.sh"
 
 # start_postgres DIR — initdb DIR/data as postgres, start it on a free 127.0.0.1 port with the socket in
 # DIR/sock and the log in DIR/postgresql.log; export PGHOST PGPORT PGUSER=postgres PGDATA.

@@ -46,15 +46,8 @@ free_port() {
     return 1
 }
 
-# random_listen_port — a random port below the kernel's ephemeral range, from 10000 up: a port in that
-# range can be taken by an outgoing connection's local end between our check and the node's bind (a
-# node then exits at start with "Address already in use").  Same as in test/lib.sh.
-random_listen_port() {
-    local lo=32768
-    [ -r /proc/sys/net/ipv4/ip_local_port_range ] && read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
-    [ "$lo" -gt 12000 ] || lo=61000
-    echo $(( 10000 + (RANDOM * 32768 + RANDOM) % (lo - 10000) ))
-}
+# shellcheck source=test/ports.sh
+. "$HERE/../ports.sh"
 
 # secret — a random 24-character alphanumeric string.
 secret() { openssl rand -base64 32 | tr -dc 'A-Za-z0-9' | head -c 24; }
