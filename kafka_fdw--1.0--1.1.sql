@@ -224,3 +224,17 @@ ALTER TABLE kafka.stream_offsets
   ADD COLUMN last_value_len pg_catalog.int4;      -- -1: null value
 
 -- End of section 2.
+
+------------------------------------------------------------------------------
+-- Section 3: kinds of streams (src/refresh.c dispatches on it).
+-- What a refresh does with the new records of a stream:
+--   'v'  appends them as rows of a streaming materialized view;
+--   'a'  folds them into the groups of an aggregating streaming view;
+--   'r'  applies them as change events to a replica table (CDC).
+-- Streams of 1.0 are all 'v'.
+------------------------------------------------------------------------------
+ALTER TABLE kafka.stream_state
+  ADD COLUMN kind pg_catalog."char" NOT NULL DEFAULT 'v'
+    CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['v', 'a', 'r']::pg_catalog."char"[]));
+
+-- End of section 3.

@@ -470,11 +470,12 @@ plan_view_query(Query *query, const char *queryString, KafkaStreamContext *ctx,
 	return plan;
 }
 
-/* Run the plan, appending to the view; returns the rows appended. */
+/* Run the plan into a new receiver of the sink; returns the rows it took in. */
 static uint64
-execute_view_plan(Relation matview, PlannedStmt *plan, const char *queryString)
+execute_view_plan(Relation target, PlannedStmt *plan, const char *queryString,
+				  const KafkaStreamSink *sink)
 {
-	DestReceiver *dest = kafka_create_stream_dest(matview);
+	DestReceiver *dest = sink->create(target, sink->arg);
 	QueryDesc  *queryDesc;
 	uint64		processed;
 
@@ -488,7 +489,7 @@ execute_view_plan(Relation matview, PlannedStmt *plan, const char *queryString)
 	ExecutorEnd(queryDesc);
 	FreeQueryDesc(queryDesc);
 	PopActiveSnapshot();
-	processed = kafka_stream_dest_processed(dest);
+	processed = sink->processed(dest);
 	dest->rDestroy(dest);
 	return processed;
 }
@@ -519,7 +520,7 @@ reset_stream_counts(KafkaStreamContext *ctx)
  */
 static bool
 try_parallel_plan(Relation matview, PlannedStmt *plan, const char *queryString,
-				  uint64 *processed)
+				  const KafkaStreamSink *sink, uint64 *processed)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -532,7 +533,7 @@ try_parallel_plan(Relation matview, PlannedStmt *plan, const char *queryString,
 	{
 		/* rows are inserted in parallel mode, which cannot assign an id */
 		(void) GetCurrentTransactionId();
-		*processed = execute_view_plan(matview, plan, queryString);
+		*processed = execute_view_plan(matview, plan, queryString, sink);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -562,20 +563,64 @@ try_parallel_plan(Relation matview, PlannedStmt *plan, const char *queryString,
 	return true;
 }
 
-/*
- * Run the view's query with the stream context active, appending to the
- * view.  As in PostgreSQL's REFRESH, the query runs as the view's owner in a
- * security-restricted operation.  Returns the number of rows appended.
- *
- * Under on_error 'skip' a record on which the view's expressions fail is
- * skipped and logged: a serial plan isolates it itself (record_eval.c); a
- * parallel plan that meets one is run again serially.
- */
+/* The part of kafka_stream_run_query() that runs with the context active. */
 static uint64
-run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryString,
-			   bool on_error_fail)
+plan_and_run(Relation matview, KafkaStreamContext *ctx, Query *query,
+			 const char *queryString, bool on_error_fail,
+			 bool allow_parallel, const KafkaStreamSink *sink)
 {
-	Query	   *query = copyObject(get_view_query(matview));
+	List	   *rewritten;
+	PlannedStmt *plan;
+	uint64		processed;
+
+	/* an Append over children would hide the view's own scan */
+	if (find_inheritance_children(ctx->ftable_oid, AccessShareLock) != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("materialized view \"%s\" reads Kafka table \"%s\", which has inheritance children",
+						RelationGetRelationName(matview), get_rel_name(ctx->ftable_oid)),
+				 errhint("A streaming materialized view reads one Kafka table; read the children with streaming views of their own.")));
+	AcquireRewriteLocks(query, true, false);
+	rewritten = QueryRewrite(query);
+	if (list_length(rewritten) != 1)
+		elog(ERROR, "unexpected rewrite result for streaming materialized view");
+	query = linitial_node(Query, rewritten);
+	CHECK_FOR_INTERRUPTS();
+	plan = plan_view_query(query, queryString, ctx,
+						   allow_parallel ? CURSOR_OPT_PARALLEL_OK : 0);
+	if (allow_parallel && !on_error_fail && evaluates_above_scan(plan->planTree))
+		plan = plan_view_query(query, queryString, ctx, 0);
+
+	if (on_error_fail || !plan->parallelModeNeeded)
+		processed = execute_view_plan(matview, plan, queryString, sink);
+	else if (!try_parallel_plan(matview, plan, queryString, sink, &processed))
+	{
+		reset_stream_counts(ctx);
+		plan = plan_view_query(query, queryString, ctx, 0);
+		processed = execute_view_plan(matview, plan, queryString, sink);
+	}
+	return processed;
+}
+
+/*
+ * Run a query over the stream's Kafka table with the stream context active,
+ * its rows going to the sink: for a streaming view its own query, appending
+ * to it; for other kinds of streams a query of theirs.  As in PostgreSQL's
+ * REFRESH, the query runs as the owner of the target (the view, or the
+ * replica table) in a security-restricted operation.  Returns the number of
+ * rows the sink took in.
+ *
+ * Under on_error 'skip' a record on which the query's expressions fail is
+ * skipped and logged: a serial plan isolates it itself (record_eval.c); a
+ * parallel plan that meets one is run again serially.  allow_parallel false
+ * keeps the plan serial, for sinks that need each partition's rows in offset
+ * order.
+ */
+uint64
+kafka_stream_run_query(Relation matview, KafkaStreamContext *ctx, Query *query,
+					   const char *queryString, bool on_error_fail,
+					   bool allow_parallel, const KafkaStreamSink *sink)
+{
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
@@ -596,35 +641,9 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
 
 	PG_TRY();
 	{
-		List	   *rewritten;
-		PlannedStmt *plan;
-
 		kafka_active_stream = ctx;
-		/* an Append over children would hide the view's own scan */
-		if (find_inheritance_children(ctx->ftable_oid, AccessShareLock) != NIL)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("materialized view \"%s\" reads Kafka table \"%s\", which has inheritance children",
-							RelationGetRelationName(matview), get_rel_name(ctx->ftable_oid)),
-					 errhint("A streaming materialized view reads one Kafka table; read the children with streaming views of their own.")));
-		AcquireRewriteLocks(query, true, false);
-		rewritten = QueryRewrite(query);
-		if (list_length(rewritten) != 1)
-			elog(ERROR, "unexpected rewrite result for streaming materialized view");
-		query = linitial_node(Query, rewritten);
-		CHECK_FOR_INTERRUPTS();
-		plan = plan_view_query(query, queryString, ctx, CURSOR_OPT_PARALLEL_OK);
-		if (!on_error_fail && evaluates_above_scan(plan->planTree))
-			plan = plan_view_query(query, queryString, ctx, 0);
-
-		if (on_error_fail || !plan->parallelModeNeeded)
-			processed = execute_view_plan(matview, plan, queryString);
-		else if (!try_parallel_plan(matview, plan, queryString, &processed))
-		{
-			reset_stream_counts(ctx);
-			plan = plan_view_query(query, queryString, ctx, 0);
-			processed = execute_view_plan(matview, plan, queryString);
-		}
+		processed = plan_and_run(matview, ctx, query, queryString, on_error_fail,
+								 allow_parallel, sink);
 	}
 	PG_FINALLY();
 	{
@@ -643,10 +662,28 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
 	return processed;
 }
 
+static DestReceiver *
+create_view_dest(Relation matview, void *arg)
+{
+	return kafka_create_stream_dest(matview);
+}
+
+/* A streaming view's refresh: its own query, its rows appended to it. */
+static uint64
+run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryString,
+			   bool on_error_fail)
+{
+	KafkaStreamSink sink = {create_view_dest, kafka_stream_dest_processed, NULL};
+
+	return kafka_stream_run_query(matview, ctx, copyObject(get_view_query(matview)),
+								  queryString, on_error_fail, true, &sink);
+}
+
 /*
- * Append the records that arrived since the last refresh.  The caller has
- * checked that mv_oid is a streaming view and that the user may refresh it.
- * Returns the number of rows appended.
+ * Ingest the records that arrived since the last refresh: append them to a
+ * streaming view, or hand them to the kind of stream that mv_oid is.  The
+ * caller has checked that mv_oid is a stream and that the user may refresh
+ * it.  Returns the number of rows appended (records applied).
  */
 uint64
 kafka_refresh_stream(Oid mv_oid, const char *queryString)
@@ -676,7 +713,15 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString)
 	 * inserts (as PostgreSQL's REFRESH has, having created the new heap).
 	 */
 	(void) GetCurrentTransactionId();
-	rows = run_view_query(matview, ctx, queryString, opts.on_error_fail);
+	switch (st.kind)
+	{
+		case KAFKA_STREAM_VIEW:
+			rows = run_view_query(matview, ctx, queryString, opts.on_error_fail);
+			break;
+		default:
+			elog(ERROR, "stream \"%s\" is of unknown kind '%c'",
+				 RelationGetRelationName(matview), (char) st.kind);
+	}
 	kafka_stream_save_refresh(mv_oid, ctx, (int64) rows, refresh_time);
 
 	if (!RelationIsPopulated(matview))
@@ -764,12 +809,19 @@ forget_topic(Oid mv_oid, const KafkaStreamState *st)
 		kafka_stream_set_topic(mv_oid, opts.topic);
 }
 
+/* The object type of a stream's relation, for privilege errors. */
+static ObjectType
+stream_object_type(Oid relid)
+{
+	return get_rel_relkind(relid) == RELKIND_MATVIEW ? OBJECT_MATVIEW : OBJECT_TABLE;
+}
+
 /* Error out unless the current user owns the view (REFRESH's rule). */
 static void
 check_refresh_permission(Oid mv_oid)
 {
 	if (!pg_class_ownercheck(mv_oid, GetUserId()))
-		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_MATVIEW, get_rel_name(mv_oid));
+		aclcheck_error(ACLCHECK_NOT_OWNER, stream_object_type(mv_oid), get_rel_name(mv_oid));
 }
 
 /*
@@ -825,7 +877,7 @@ create_streaming_view(PlannedStmt *pstmt, const char *queryString,
 	CommandCounterIncrement();
 	mv_oid = RangeVarGetRelid(stmt->into->rel, NoLock, false);
 	kafka_get_table_options(ftable_oid, &opts);
-	kafka_stream_register(mv_oid, ftable_oid, opts.topic);
+	kafka_stream_register(mv_oid, ftable_oid, opts.topic, KAFKA_STREAM_VIEW);
 	CommandCounterIncrement();
 
 	if (!skip_data)
@@ -1006,12 +1058,15 @@ kafka_streaming_view_arg(Oid mv_oid, bool need_owner, KafkaStreamState *st)
 {
 	char	   *name = get_rel_name(mv_oid);
 
-	if (name == NULL || get_rel_relkind(mv_oid) != RELKIND_MATVIEW)
+	char		relkind = name ? get_rel_relkind(mv_oid) : RELKIND_VIEW;
+
+	/* a replica table (CDC) is a stream too */
+	if (relkind != RELKIND_MATVIEW && relkind != RELKIND_RELATION)
 		not_streaming_error(name);
 	if (need_owner)
 		check_refresh_permission(mv_oid);
 	else if (!may_read_stream(mv_oid, kafka_relation_owner(mv_oid)))
-		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_MATVIEW, name);
+		aclcheck_error(ACLCHECK_NO_PRIV, stream_object_type(mv_oid), name);
 	if (!kafka_stream_lookup(mv_oid, st))
 		not_streaming_error(name);
 }

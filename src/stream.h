@@ -92,18 +92,47 @@ typedef struct KafkaStreamContext
 extern bool kafka_error_is_record_error(const ErrorData *edata);
 extern bool kafka_plan_node_evaluates(Plan *plan);
 
+/*
+ * Where a refresh's query sends its rows: a receiver made anew for every
+ * attempt (a parallel attempt that fails on a record is run again serially)
+ * and the number of rows it took in.
+ */
+typedef struct KafkaStreamSink
+{
+	DestReceiver *(*create) (Relation target, void *arg);
+	uint64		(*processed) (DestReceiver *dest);
+	void	   *arg;
+} KafkaStreamSink;
+
 /* in refresh.c */
 extern KafkaStreamContext *kafka_active_stream;
+extern uint64 kafka_stream_run_query(Relation target, KafkaStreamContext *ctx, Query *query,
+									 const char *queryString, bool on_error_fail,
+									 bool allow_parallel, const KafkaStreamSink *sink);
 extern void kafka_install_utility_hook(void);
 extern uint64 kafka_refresh_stream(Oid mv_oid, const char *queryString);
 extern bool kafka_stream_pending(Oid mv_oid);
 extern Oid	kafka_relation_owner(Oid relid);
 
+/*
+ * What a refresh does with a stream's new records (kafka.stream_state.kind).
+ * Every kind shares the refresh's frame in refresh.c: the lock, the ranges
+ * decided once, the offsets saved in the same transaction; only the middle
+ * step, what becomes of the records, differs.
+ */
+typedef enum KafkaStreamKind
+{
+	KAFKA_STREAM_VIEW = 'v',	/* rows appended to a materialized view */
+	KAFKA_STREAM_AGGREGATE = 'a',	/* folded into an aggregating view's groups */
+	KAFKA_STREAM_REPLICA = 'r'	/* change events applied to a replica table */
+} KafkaStreamKind;
+
 /* in stream_catalog.c */
 typedef struct KafkaStreamState
 {
-	Oid			mv_oid;
+	Oid			mv_oid;			/* the view, or the replica table */
 	Oid			ftable_oid;
+	KafkaStreamKind kind;
 	char	   *topic;
 	bool		auto_refresh;
 	char	   *next_start;		/* NULL: the table's start_offset */
@@ -114,7 +143,8 @@ extern void kafka_streaming_view_arg(Oid mv_oid, bool need_owner, KafkaStreamSta
 
 extern bool kafka_stream_lookup(Oid mv_oid, KafkaStreamState *state);
 extern void kafka_stream_lock_state(Oid mv_oid);
-extern void kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic);
+extern void kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic,
+								  KafkaStreamKind kind);
 extern void kafka_stream_set_next_start(Oid mv_oid, const char *start);
 extern int	kafka_stream_load_offsets(Oid mv_oid, int32 **partitions, int64 **offsets);
 

@@ -160,7 +160,7 @@ kafka_stream_lookup(Oid mv_oid, KafkaStreamState *state)
 		return false;
 
 	spi_begin(&s);
-	spi_exec("SELECT ftable_oid, topic, auto_refresh, next_start FROM kafka.stream_state WHERE mv_oid OPERATOR(pg_catalog.=) $1",
+	spi_exec("SELECT ftable_oid, topic, auto_refresh, next_start, kind FROM kafka.stream_state WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 			 1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 	{
@@ -178,6 +178,7 @@ kafka_stream_lookup(Oid mv_oid, KafkaStreamState *state)
 
 			state->next_start = isnull ? NULL : TextDatumGetCString(d);
 		}
+		state->kind = (KafkaStreamKind) DatumGetChar(SPI_getbinval(tup, desc, 5, &isnull));
 		MemoryContextSwitchTo(old);
 		found = true;
 	}
@@ -206,18 +207,18 @@ kafka_stream_lock_state(Oid mv_oid)
 	spi_end(&s);
 }
 
-/* Record that mv_oid is a streaming view over ftable_oid. */
+/* Record that mv_oid is a stream of the given kind over ftable_oid. */
 void
-kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic)
+kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic, KafkaStreamKind kind)
 {
 	SpiSession	s;
-	Oid			types[3] = {OIDOID, OIDOID, TEXTOID};
-	Datum		values[3] = {ObjectIdGetDatum(mv_oid), ObjectIdGetDatum(ftable_oid),
-	CStringGetTextDatum(topic)};
+	Oid			types[4] = {OIDOID, OIDOID, TEXTOID, CHAROID};
+	Datum		values[4] = {ObjectIdGetDatum(mv_oid), ObjectIdGetDatum(ftable_oid),
+	CStringGetTextDatum(topic), CharGetDatum((char) kind)};
 
 	spi_begin(&s);
-	spi_exec("INSERT INTO kafka.stream_state (mv_oid, ftable_oid, topic) VALUES ($1, $2, $3)",
-			 3, types, values, NULL, SPI_OK_INSERT);
+	spi_exec("INSERT INTO kafka.stream_state (mv_oid, ftable_oid, topic, kind) VALUES ($1, $2, $3, $4)",
+			 4, types, values, NULL, SPI_OK_INSERT);
 	spi_end(&s);
 }
 
