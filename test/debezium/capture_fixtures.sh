@@ -10,9 +10,10 @@
 # pg_workload_stream.sql while it streams, a COPY of the table (pg_state_before_truncate.tsv: what a
 # replica holds after every event before the TRUNCATE), then pg_workload_truncate.sql; when the topic holds every expected event, kcat reads it.
 # Each line of the output is one record of the topic in offset order:
-#   {"topic": ..., "partition": ..., "offset": ..., "key": KEY, "value": VALUE}
+#   {"topic": ..., "partition": ..., "offset": ..., "key": KEY, "value": VALUE, "headers": [[NAME, VALUE]...]}
 # with KEY and VALUE the record's bytes as JSON strings exactly as Debezium wrote them (null for a
-# tombstone's value or the TRUNCATE event's key). Uses a running real Kafka (REAL_KAFKA_STATE, or one it
+# tombstone's value or the TRUNCATE event's key), and the record's headers in order (Debezium's
+# __debezium.context.* ones, and __debezium.newkey / __debezium.oldkey on a primary-key update). Uses a running real Kafka (REAL_KAFKA_STATE, or one it
 # starts and stops itself).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -57,8 +58,11 @@ with open(dst, "w") as f:
         stable = "fixture"
         def fix(s):
             return None if s is None else s.replace(prefix, stable)
+        h = r.get("headers") or []
+        headers = [[fix(h[i]), fix(h[i + 1])] for i in range(0, len(h), 2)]
         f.write(json.dumps({"topic": r["topic"].replace(prefix, stable), "partition": r["partition"],
-                            "offset": r["offset"], "key": fix(r.get("key")), "value": fix(r.get("payload"))},
+                            "offset": r["offset"], "key": fix(r.get("key")), "value": fix(r.get("payload")),
+                            "headers": headers},
                            ensure_ascii=False) + "\n")
 print(f"{dst}: {len(recs)} records")
 PY
