@@ -18,7 +18,10 @@ OBJS = \
 	src/stream_catalog.o \
 	src/stream_insert.o \
 	src/worker.o \
-	src/functions.o
+	src/functions.o \
+	src/cdc_decode.o \
+	src/cdc_apply.o \
+	src/cdc_replica.o
 
 DATA = kafka_fdw--1.0.sql kafka_fdw--1.0--1.1.sql
 PGFILEDESC = "kafka_fdw - foreign data wrapper for Apache Kafka"
@@ -27,7 +30,7 @@ REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --use-existing
 
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
-SHLIB_LINK = -lrdkafka -lcrypto
+SHLIB_LINK = -lrdkafka -ljansson -lcrypto
 
 # The bitcode for JIT inlining is not worth a clang dependency.
 override with_llvm = no

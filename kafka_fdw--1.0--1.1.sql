@@ -238,3 +238,54 @@ ALTER TABLE kafka.stream_state
     CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['v', 'a', 'r']::pg_catalog."char"[]));
 
 -- End of section 3.
+
+------------------------------------------------------------------------------
+-- Section 4: change data capture (src/cdc_*.c).
+-- A replica table is a stream of kind 'r': the Debezium change events of a
+-- topic applied by primary key, exactly once, with the offsets in the same
+-- transaction.  Applied by kafka.apply_replica() or auto refresh; shown in
+-- kafka.streams (its "kind" column), stream_lag, stream_scan_states/errors.
+------------------------------------------------------------------------------
+CREATE FUNCTION kafka.create_replica(replica pg_catalog.text,
+                                     source pg_catalog.regclass,
+                                     with_data pg_catalog.bool DEFAULT true)
+RETURNS pg_catalog.regclass
+AS 'MODULE_PATHNAME', 'kafka_create_replica'
+LANGUAGE C STRICT;
+
+COMMENT ON FUNCTION kafka.create_replica(pg_catalog.text, pg_catalog.regclass, pg_catalog.bool) IS
+'make a table the replica of the Debezium topic of a Kafka table (creating it from the events'' schema if it does not exist) and apply the topic''s events';
+
+CREATE FUNCTION kafka.create_replicas(source_schema pg_catalog.name,
+                                      target_schema pg_catalog.name,
+                                      topic_prefix pg_catalog.text DEFAULT NULL)
+RETURNS SETOF pg_catalog.regclass
+AS 'MODULE_PATHNAME', 'kafka_create_replicas'
+LANGUAGE C;
+
+COMMENT ON FUNCTION kafka.create_replicas(pg_catalog.name, pg_catalog.name, pg_catalog.text) IS
+'a replica in target_schema for every Debezium table topic <prefix>.<database>.<table> of the Kafka tables in source_schema';
+
+CREATE FUNCTION kafka.apply_replica(replica pg_catalog.regclass)
+RETURNS pg_catalog.int8
+AS 'MODULE_PATHNAME', 'kafka_apply_replica'
+LANGUAGE C STRICT;
+
+COMMENT ON FUNCTION kafka.apply_replica(pg_catalog.regclass) IS
+'apply the change events that arrived since the last apply; returns the number of events that changed the table';
+
+-- kafka.streams gains the kind of each stream, at the end (CREATE OR
+-- REPLACE keeps the users' views built on it).
+CREATE OR REPLACE VIEW kafka.streams WITH (security_barrier = true) AS
+SELECT l.mv_oid::pg_catalog.regclass AS mv_name,
+       l.ftable_oid::pg_catalog.regclass AS source_table,
+       l.topic, l.auto_refresh,
+       l.last_refresh_time, l.last_refresh_rows, l.last_refresh_status,
+       l.last_error, l.last_error_time, l.last_success_time,
+       l.total_rows, l.created_at,
+       CASE l.kind WHEN 'v' THEN 'view' WHEN 'a' THEN 'aggregate'
+                   WHEN 'r' THEN 'replica' END AS kind
+  FROM kafka.stream_state l
+  JOIN kafka._readable_streams r ON r.mv_oid OPERATOR(pg_catalog.=) l.mv_oid;
+
+-- End of section 4.

@@ -53,4 +53,18 @@
 	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
 #endif
 
+/* PostgreSQL 15 renamed parse_analyze() to parse_analyze_fixedparams(). */
+#if PG_VERSION_NUM >= 150000
+#define kafka_parse_analyze(raw, sql) parse_analyze_fixedparams((raw), (sql), NULL, 0, NULL)
+#else
+#define kafka_parse_analyze(raw, sql) parse_analyze((raw), (sql), NULL, 0, NULL)
+#endif
+
+/* PostgreSQL 16 added the permission infos to ExecInitRangeTable(). */
+#if PG_VERSION_NUM >= 160000
+#define kafka_init_range_table(estate, rtable) ExecInitRangeTable((estate), (rtable), NIL)
+#else
+#define kafka_init_range_table(estate, rtable) ExecInitRangeTable((estate), (rtable))
+#endif
+
 #endif							/* KAFKA_FDW_COMPAT_H */

@@ -26,7 +26,7 @@
  *	   parent inserts them afterwards, in the refresh's own transaction, and
  *	   no subtransaction id is assigned on the clean path);
  *	3. only if it failed with an error about the data (see
- *	   error_is_about_record()), the batch is evaluated again record by
+ *	   kafka_error_is_about_record()), the batch is evaluated again record by
  *	   record, each in a subtransaction of its own, and the failing records
  *	   are skipped and logged.  Cancels, resource errors, serialization
  *	   failures and errors of the scan itself are never swallowed.
@@ -251,8 +251,8 @@ next_unisolated(ForeignScanState *node, KafkaScanState *st, KafkaRecordEval *ev)
  * cancels, resource and system errors, serialization failures, errors of
  * the view's definition (privileges, missing objects) and of Kafka are not.
  */
-static bool
-error_is_about_record(const ErrorData *edata)
+bool
+kafka_error_is_about_record(const ErrorData *edata)
 {
 	switch (ERRCODE_TO_CATEGORY(edata->sqlerrcode))
 	{
@@ -277,12 +277,12 @@ kafka_error_is_record_error(const ErrorData *edata)
 {
 	return edata->context != NULL &&
 		strstr(edata->context, KAFKA_RECORD_CONTEXT_TAG) != NULL &&
-		error_is_about_record(edata);
+		kafka_error_is_about_record(edata);
 }
 
 /* The error as the reason of a skipped record: message, then detail. */
-static char *
-skip_reason(const ErrorData *edata)
+char *
+kafka_error_skip_reason(const ErrorData *edata)
 {
 	if (edata->detail)
 		return psprintf("%s: %s", edata->message, edata->detail);
@@ -365,7 +365,7 @@ eval_in_subtransaction(ForeignScanState *node, KafkaRecordEval *ev, int from, in
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		if (!error_is_about_record(failure))
+		if (!kafka_error_is_about_record(failure))
 			ReThrowError(failure);
 	}
 	PG_END_TRY();
@@ -419,7 +419,7 @@ fill_and_evaluate_batch(ForeignScanState *node, KafkaScanState *st, KafkaRecordE
 			if (failure)
 			{
 				ev->keep[i] = false;
-				kafka_scan_record_failed(st, ev->msgs[i], skip_reason(failure));
+				kafka_scan_record_failed(st, ev->msgs[i], kafka_error_skip_reason(failure));
 				FreeErrorData(failure);
 			}
 		}

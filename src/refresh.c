@@ -66,6 +66,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "cdc.h"
 #include "stream.h"
 
 KafkaStreamContext *kafka_active_stream = NULL;
@@ -95,8 +96,8 @@ kafka_relation_owner(Oid relid)
 }
 
 /* Is relid a foreign table served by kafka_fdw? */
-static bool
-is_kafka_table(Oid relid)
+bool
+kafka_is_kafka_table(Oid relid)
 {
 	ForeignTable *ft;
 	ForeignServer *server;
@@ -159,7 +160,7 @@ find_kafka_tables_walker(Node *node, KafkaTablesSearch *search)
 				continue;
 			if (rte->relkind == RELKIND_VIEW)
 				find_kafka_tables_in_view(rte->relid, search);
-			else if (is_kafka_table(rte->relid))
+			else if (kafka_is_kafka_table(rte->relid))
 				search->found = list_append_unique_oid(search->found, rte->relid);
 		}
 		return query_tree_walker(q, find_kafka_tables_walker, search, 0);
@@ -237,7 +238,7 @@ validate_streaming_query(Query *query, const char *viewname)
 						viewname, get_rel_name(rte->relid)),
 				 errdetail("A streaming materialized view reads its kafka_fdw table directly; over a view it would be a plain materialized view, rebuilt from the whole topic on every refresh."),
 				 errhint("Create the materialized view on the kafka_fdw table itself, with the view's projections and filters in its own query.")));
-	if (rte->rtekind != RTE_RELATION || !is_kafka_table(rte->relid))
+	if (rte->rtekind != RTE_RELATION || !kafka_is_kafka_table(rte->relid))
 		reject_shape(viewname, "a Kafka table inside a subquery");
 	return rte->relid;
 }
@@ -717,6 +718,9 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString)
 	{
 		case KAFKA_STREAM_VIEW:
 			rows = run_view_query(matview, ctx, queryString, opts.on_error_fail);
+			break;
+		case KAFKA_STREAM_REPLICA:
+			rows = kafka_replica_apply(matview, ctx, &opts, queryString);
 			break;
 		default:
 			elog(ERROR, "stream \"%s\" is of unknown kind '%c'",

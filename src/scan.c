@@ -553,11 +553,15 @@ prefix_bytes(const void *data, size_t len)
 	}
 }
 
-/* Record a record skipped during a serial streaming refresh, for the error log. */
-static void
-stream_record_skip(KafkaScanState *st, const rd_kafka_message_t *msg, const char *reason)
+/*
+ * Record a skipped record in the refresh's list for the error log (the
+ * first KAFKA_MAX_LOGGED_SKIPS of them; the counts are the caller's).
+ */
+void
+kafka_stream_add_skipped(KafkaStreamContext *ctx, int32 partition, int64 offset,
+						 char timestamp_type, int64 timestamp_ms, const char *reason,
+						 const void *key, size_t keylen, const void *value, size_t valuelen)
 {
-	KafkaStreamContext *ctx = st->stream;
 	MemoryContext old;
 	KafkaSkippedRecord *r;
 
@@ -565,14 +569,26 @@ stream_record_skip(KafkaScanState *st, const rd_kafka_message_t *msg, const char
 		return;
 	old = MemoryContextSwitchTo(ctx->cxt);
 	r = palloc(sizeof(KafkaSkippedRecord));
-	r->partition = msg->partition;
-	r->offset = msg->offset;
-	r->timestamp_ms = message_timestamp(msg, &r->timestamp_type);
+	r->partition = partition;
+	r->offset = offset;
+	r->timestamp_type = timestamp_type;
+	r->timestamp_ms = timestamp_ms;
 	r->reason = pstrdup(reason);
-	r->key_prefix = prefix_bytes(msg->key, msg->key_len);
-	r->value_prefix = prefix_bytes(msg->payload, msg->len);
+	r->key_prefix = prefix_bytes(key, keylen);
+	r->value_prefix = prefix_bytes(value, valuelen);
 	ctx->skipped = lappend(ctx->skipped, r);
 	MemoryContextSwitchTo(old);
+}
+
+/* Record a record skipped during a serial streaming refresh, for the error log. */
+static void
+stream_record_skip(KafkaScanState *st, const rd_kafka_message_t *msg, const char *reason)
+{
+	char		ts_type;
+	int64		ts = message_timestamp(msg, &ts_type);
+
+	kafka_stream_add_skipped(st->stream, msg->partition, msg->offset, ts_type, ts, reason,
+							 msg->key, msg->key_len, msg->payload, msg->len);
 }
 
 /*

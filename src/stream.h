@@ -90,6 +90,8 @@ typedef struct KafkaStreamContext
 
 /* in record_eval.c */
 extern bool kafka_error_is_record_error(const ErrorData *edata);
+extern bool kafka_error_is_about_record(const ErrorData *edata);
+extern char *kafka_error_skip_reason(const ErrorData *edata);
 extern bool kafka_plan_node_evaluates(Plan *plan);
 
 /*
@@ -104,6 +106,12 @@ typedef struct KafkaStreamSink
 	void	   *arg;
 } KafkaStreamSink;
 
+/* in scan.c */
+extern void kafka_stream_add_skipped(KafkaStreamContext *ctx, int32 partition, int64 offset,
+									 char timestamp_type, int64 timestamp_ms,
+									 const char *reason, const void *key, size_t keylen,
+									 const void *value, size_t valuelen);
+
 /* in refresh.c */
 extern KafkaStreamContext *kafka_active_stream;
 extern uint64 kafka_stream_run_query(Relation target, KafkaStreamContext *ctx, Query *query,
@@ -113,6 +121,7 @@ extern void kafka_install_utility_hook(void);
 extern uint64 kafka_refresh_stream(Oid mv_oid, const char *queryString);
 extern bool kafka_stream_pending(Oid mv_oid);
 extern Oid	kafka_relation_owner(Oid relid);
+extern bool kafka_is_kafka_table(Oid relid);
 
 /*
  * What a refresh does with a stream's new records (kafka.stream_state.kind).

@@ -1,0 +1,561 @@
+/*-------------------------------------------------------------------------
+ *
+ * cdc_apply.c
+ *		The refresh of a replica table (stream kind 'r'): the change events
+ *		of the new records applied by primary key, exactly once.
+ *
+ * refresh.c does what every stream's refresh does (locks the table with
+ * ExclusiveLock, so readers go on and writers wait; decides each
+ * partition's range once; saves the offsets in the same transaction), and
+ * hands the records here: a serial scan of the Kafka table, so that each
+ * partition's records arrive in offset order, into a DestReceiver that
+ * applies them the way PostgreSQL's logical replication applies changes
+ * (execReplication.c: the row found through the primary key index, then
+ * inserted, updated or deleted with constraints, indexes and triggers):
+ *
+ *	c, r	insert, or overwrite the row with that key;
+ *	u		overwrite (insert if missing); columns holding PostgreSQL's
+ *			unchanged-TOAST placeholder keep their old values;
+ *	d		delete by key (from "before", else the message key);
+ *	t		delete every row (not TRUNCATE: readers are never blocked);
+ *	tombstones are skipped.
+ *
+ * Every state an event leaves depends only on the event and the row with
+ * its key, so events delivered twice (Debezium is at-least-once across a
+ * connector restart) leave the same final state.
+ *
+ * Bad events (not JSON, unknown op, no key, a value that does not fit its
+ * column, a constraint the row breaks) are skipped and logged in
+ * kafka.stream_scan_errors under on_error 'skip', or fail the apply with an
+ * error naming the record under on_error 'fail'.  Skipping needs a
+ * subtransaction; one per event would cost more than the event, so events
+ * are applied in batches, each in one subtransaction, and only a batch that
+ * failed on an event is applied again event by event, each in its own, the
+ * failing ones skipped.  Cancels, resource and serialization errors are
+ * never swallowed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/analyze.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+
+#include "cdc.h"
+
+#define CDC_BATCH_EVENTS 4096
+#define CDC_BATCH_BYTES (8 * 1024 * 1024)
+
+/* The scan query's columns. */
+enum
+{
+	Q_PARTITION,
+	Q_OFFSET,
+	Q_TIMESTAMP_TYPE,
+	Q_TIMESTAMP,
+	Q_KEY,
+	Q_VALUE,
+	Q_NCOLS
+};
+
+/* A record of the batch, as the scan returned it. */
+typedef struct CdcRecord
+{
+	int32		partition;
+	int64		offset;
+	char		timestamp_type;
+	int64		timestamp_ms;	/* -1: none */
+	char	   *key;			/* NULL: null key */
+	size_t		keylen;
+	char	   *value;			/* NULL: tombstone */
+	size_t		valuelen;
+} CdcRecord;
+
+typedef struct CdcApply
+{
+	DestReceiver pub;
+	Relation	rel;
+	KafkaStreamContext *ctx;
+	const char *topic;
+	bool		on_error_fail;
+	Oid			pk_index;
+	CdcTable	table;
+	CdcEvent	ev;
+
+	Oid			key_type;		/* of the query's kafka_key and kafka_value */
+	Oid			value_type;
+
+	EState	   *estate;
+	ResultRelInfo *rri;
+	EPQState	epq;
+	TupleTableSlot *search_slot;	/* the key to look for */
+	TupleTableSlot *old_slot;	/* the row found */
+	TupleTableSlot *new_slot;	/* the row to write */
+
+	MemoryContext batch_cxt;	/* the batch's records */
+	MemoryContext event_cxt;	/* one event's decoding, reset per event */
+	CdcRecord  *batch;
+	int			nbatch;
+	size_t		batch_bytes;
+	const CdcRecord *current;	/* being applied, for the error context */
+
+	uint64		applied;
+} CdcApply;
+
+/* The raw bytes of a kafka_key or kafka_value column (bytea, text or jsonb). */
+static char *
+column_bytes(Datum d, Oid type, size_t *len)
+{
+	if (type == JSONBOID)
+	{
+		char	   *s = JsonbToCString(NULL, &DatumGetJsonbP(d)->root, VARSIZE(DatumGetPointer(d)));
+
+		*len = strlen(s);
+		return s;
+	}
+	{
+		struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+
+		*len = VARSIZE_ANY_EXHDR(v);
+		return VARDATA_ANY(v);
+	}
+}
+
+static void
+record_error_context(void *arg)
+{
+	CdcApply   *a = (CdcApply *) arg;
+
+	if (a->current)
+		errcontext(KAFKA_RECORD_CONTEXT_TAG " partition %d, offset " INT64_FORMAT " of topic \"%s\", applied to replica table \"%s\"",
+				   a->current->partition, a->current->offset, a->topic,
+				   RelationGetRelationName(a->rel));
+}
+
+/* Fill a slot from the event's row image; the other columns from 'old' or NULL. */
+static void
+fill_slot(CdcApply *a, TupleTableSlot *slot, TupleTableSlot *old, bool keys_only)
+{
+	CdcTable   *t = &a->table;
+	CdcEvent   *ev = &a->ev;
+
+	ExecClearTuple(slot);
+	if (old)
+		slot_getallattrs(old);
+	for (int i = 0; i < t->ncols; i++)
+	{
+		bool		take = ev->present[i] && !ev->unavailable[i] &&
+			(!keys_only || t->cols[i].is_key);
+
+		if (take)
+		{
+			slot->tts_values[i] = ev->values[i];
+			slot->tts_isnull[i] = ev->isnull[i];
+		}
+		else if (old)
+		{
+			slot->tts_values[i] = old->tts_values[i];
+			slot->tts_isnull[i] = old->tts_isnull[i];
+		}
+		else
+		{
+			slot->tts_values[i] = (Datum) 0;
+			slot->tts_isnull[i] = true;
+		}
+	}
+	ExecStoreVirtualTuple(slot);
+}
+
+static bool
+find_row(CdcApply *a)
+{
+	fill_slot(a, a->search_slot, NULL, true);
+	return RelationFindReplTupleByIndex(a->rel, a->pk_index, LockTupleExclusive,
+										a->search_slot, a->old_slot);
+}
+
+/* Delete every row: Debezium's truncate event, without TRUNCATE's lock. */
+static void
+delete_all_rows(CdcApply *a)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	TupleTableSlot *slot = table_slot_create(a->rel, NULL);
+	TableScanDesc scan = table_beginscan(a->rel, snapshot, 0, NULL);
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		CHECK_FOR_INTERRUPTS();
+		simple_table_tuple_delete(a->rel, &slot->tts_tid, snapshot);
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+}
+
+static void
+unavailable_without_row(CdcApply *a)
+{
+	for (int i = 0; i < a->table.ncols; i++)
+		if (a->ev.unavailable[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("the update keeps the old value of column \"%s\", but replica table \"%s\" has no row with its key",
+							a->table.cols[i].name, RelationGetRelationName(a->rel)),
+					 errdetail("Debezium sends \"__debezium_unavailable_value\" for an unchanged TOASTed value.")));
+}
+
+/* Apply one record's event.  Returns whether it changed anything. */
+static bool
+apply_record(CdcApply *a, const CdcRecord *r)
+{
+	CdcEvent   *ev = &a->ev;
+	MemoryContext old = MemoryContextSwitchTo(a->event_cxt);
+	bool		changed = true;
+
+	a->current = r;
+	cdc_decode_event(&a->table, r->key, r->keylen, r->value, r->valuelen, ev);
+	switch (ev->op)
+	{
+		case CDC_OP_NONE:
+			changed = false;
+			break;
+		case CDC_OP_TRUNCATE:
+			delete_all_rows(a);
+			break;
+		case CDC_OP_DELETE:
+			if (find_row(a))
+				ExecSimpleRelationDelete(a->rri, a->estate, &a->epq, a->old_slot);
+			break;
+		case CDC_OP_CREATE:
+		case CDC_OP_READ:
+		case CDC_OP_UPDATE:
+			if (find_row(a))
+			{
+				fill_slot(a, a->new_slot, a->old_slot, false);
+				ExecSimpleRelationUpdate(a->rri, a->estate, &a->epq, a->old_slot, a->new_slot);
+			}
+			else
+			{
+				if (ev->has_unavailable)
+					unavailable_without_row(a);
+				fill_slot(a, a->new_slot, NULL, false);
+				ExecSimpleRelationInsert(a->rri, a->estate, a->new_slot);
+			}
+			break;
+	}
+	ExecClearTuple(a->old_slot);
+	ExecClearTuple(a->new_slot);
+	ExecClearTuple(a->search_slot);
+	ResetPerTupleExprContext(a->estate);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(a->event_cxt);
+	/* the next event of the same key must see this one's row */
+	CommandCounterIncrement();
+	a->estate->es_output_cid = GetCurrentCommandId(true);
+	a->current = NULL;
+	return changed;
+}
+
+/* Log a skipped record and count it as skipped instead of scanned. */
+static void
+skip_record(CdcApply *a, const CdcRecord *r, const char *reason)
+{
+	KafkaStreamContext *ctx = a->ctx;
+
+	for (int i = 0; i < ctx->nparts; i++)
+		if (ctx->parts[i].partition == r->partition)
+		{
+			ctx->parts[i].scanned_rows--;
+			ctx->parts[i].skipped_rows++;
+		}
+	ctx->nskipped++;
+	kafka_stream_add_skipped(ctx, r->partition, r->offset, r->timestamp_type,
+							 r->timestamp_ms, reason, r->key, r->keylen,
+							 r->value, r->valuelen);
+}
+
+/*
+ * Apply records [from, to) of the batch in one subtransaction.  Returns
+ * NULL if all applied, else the error (the subtransaction rolled back).
+ * Errors not about the record are re-thrown.
+ */
+static ErrorData *
+apply_in_subtransaction(CdcApply *a, int from, int to)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	volatile uint64 applied = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		for (int i = from; i < to; i++)
+			applied += apply_record(a, &a->batch[i]) ? 1 : 0;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		a->applied += applied;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		/* the slots' buffer pins belong to the subtransaction */
+		ExecClearTuple(a->old_slot);
+		ExecClearTuple(a->new_slot);
+		ExecClearTuple(a->search_slot);
+		a->current = NULL;
+		MemoryContextReset(a->event_cxt);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		a->estate->es_output_cid = GetCurrentCommandId(true);
+		if (!kafka_error_is_about_record(edata))
+			ReThrowError(edata);
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+static void
+apply_batch(CdcApply *a)
+{
+	ErrorContextCallback errcb;
+
+	errcb.callback = record_error_context;
+	errcb.arg = a;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	if (a->on_error_fail)
+	{
+		for (int i = 0; i < a->nbatch; i++)
+			a->applied += apply_record(a, &a->batch[i]) ? 1 : 0;
+	}
+	else if (a->nbatch > 0 && apply_in_subtransaction(a, 0, a->nbatch) != NULL)
+	{
+		/* some event failed: again one by one, skipping those that fail */
+		for (int i = 0; i < a->nbatch; i++)
+		{
+			ErrorData  *edata = apply_in_subtransaction(a, i, i + 1);
+
+			if (edata)
+			{
+				char	   *reason = kafka_error_skip_reason(edata);
+
+				skip_record(a, &a->batch[i], reason);
+				FreeErrorData(edata);
+			}
+		}
+	}
+	error_context_stack = errcb.previous;
+	a->nbatch = 0;
+	a->batch_bytes = 0;
+	MemoryContextReset(a->batch_cxt);
+}
+
+static char *
+copy_bytes(MemoryContext cxt, const char *data, size_t len)
+{
+	char	   *p = MemoryContextAlloc(cxt, len + 1);
+
+	memcpy(p, data, len);
+	p[len] = '\0';
+	return p;
+}
+
+static bool
+cdc_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	CdcApply   *a = (CdcApply *) self;
+	CdcRecord  *r = &a->batch[a->nbatch];
+
+	slot_getallattrs(slot);
+	r->partition = DatumGetInt32(slot->tts_values[Q_PARTITION]);
+	r->offset = DatumGetInt64(slot->tts_values[Q_OFFSET]);
+	r->timestamp_type = slot->tts_isnull[Q_TIMESTAMP_TYPE] ? 'U' :
+		DatumGetChar(slot->tts_values[Q_TIMESTAMP_TYPE]);
+	r->timestamp_ms = slot->tts_isnull[Q_TIMESTAMP] ? -1 :
+		DatumGetTimestampTz(slot->tts_values[Q_TIMESTAMP]) / 1000 +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+	r->key = r->value = NULL;
+	r->keylen = r->valuelen = 0;
+	if (!slot->tts_isnull[Q_KEY])
+	{
+		size_t		len;
+		char	   *p = column_bytes(slot->tts_values[Q_KEY], a->key_type, &len);
+
+		r->key = copy_bytes(a->batch_cxt, p, len);
+		r->keylen = len;
+	}
+	if (!slot->tts_isnull[Q_VALUE])
+	{
+		size_t		len;
+		char	   *p = column_bytes(slot->tts_values[Q_VALUE], a->value_type, &len);
+
+		r->value = copy_bytes(a->batch_cxt, p, len);
+		r->valuelen = len;
+	}
+	a->batch_bytes += r->keylen + r->valuelen;
+	if (++a->nbatch == CDC_BATCH_EVENTS || a->batch_bytes >= CDC_BATCH_BYTES)
+		apply_batch(a);
+	return true;
+}
+
+static void
+cdc_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+	CdcApply   *a = (CdcApply *) self;
+	RangeTblEntry *rte;
+
+	a->key_type = TupleDescAttr(typeinfo, Q_KEY)->atttypid;
+	a->value_type = TupleDescAttr(typeinfo, Q_VALUE)->atttypid;
+	a->estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(a->rel);
+	rte->relkind = a->rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	kafka_init_range_table(a->estate, list_make1(rte));
+	a->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(a->rri, a->rel, 1, NULL, 0);
+	ExecOpenIndices(a->rri, false);
+	a->estate->es_output_cid = GetCurrentCommandId(true);
+	EvalPlanQualInit(&a->epq, a->estate, NULL, NIL, -1);
+	a->search_slot = ExecInitExtraTupleSlot(a->estate, RelationGetDescr(a->rel), &TTSOpsVirtual);
+	a->new_slot = ExecInitExtraTupleSlot(a->estate, RelationGetDescr(a->rel), &TTSOpsVirtual);
+	a->old_slot = table_slot_create(a->rel, &a->estate->es_tupleTable);
+	AfterTriggerBeginQuery();
+}
+
+static void
+cdc_shutdown(DestReceiver *self)
+{
+	CdcApply   *a = (CdcApply *) self;
+
+	apply_batch(a);
+	AfterTriggerEndQuery(a->estate);
+	EvalPlanQualEnd(&a->epq);
+	ExecCloseIndices(a->rri);
+	ExecResetTupleTable(a->estate->es_tupleTable, false);
+	FreeExecutorState(a->estate);
+	a->estate = NULL;
+}
+
+static void
+cdc_destroy(DestReceiver *self)
+{
+	CdcApply   *a = (CdcApply *) self;
+
+	MemoryContextDelete(a->batch_cxt);
+	MemoryContextDelete(a->event_cxt);
+	pfree(a);
+}
+
+typedef struct CdcSinkArg
+{
+	KafkaStreamContext *ctx;
+	const KafkaTableOptions *opts;
+} CdcSinkArg;
+
+static DestReceiver *
+create_apply_dest(Relation replica, void *arg)
+{
+	CdcSinkArg *sa = (CdcSinkArg *) arg;
+	CdcApply   *a = palloc0(sizeof(CdcApply));
+
+	a->pub.receiveSlot = cdc_receive;
+	a->pub.rStartup = cdc_startup;
+	a->pub.rShutdown = cdc_shutdown;
+	a->pub.rDestroy = cdc_destroy;
+	a->pub.mydest = DestNone;
+	a->rel = replica;
+	a->ctx = sa->ctx;
+	a->topic = sa->opts->topic;
+	a->on_error_fail = sa->opts->on_error_fail;
+	a->pk_index = RelationGetPrimaryKeyIndex(replica);
+	cdc_table_init(&a->table, replica);
+	cdc_event_init(&a->ev, &a->table);
+	a->batch = palloc(sizeof(CdcRecord) * CDC_BATCH_EVENTS);
+	a->batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "kafka_fdw replica batch",
+										 ALLOCSET_DEFAULT_SIZES);
+	a->event_cxt = AllocSetContextCreate(CurrentMemoryContext, "kafka_fdw replica event",
+										 ALLOCSET_DEFAULT_SIZES);
+	return (DestReceiver *) a;
+}
+
+static uint64
+apply_dest_processed(DestReceiver *self)
+{
+	return ((CdcApply *) self)->applied;
+}
+
+/* The query that reads the stream's records: a column of each kind, in Q_ order. */
+static Query *
+records_query(Oid ftable_oid)
+{
+	static const char *const names[Q_NCOLS] = {
+		"kafka_partition", "kafka_offset", "kafka_timestamp_type",
+		"kafka_timestamp", "kafka_key", "kafka_value"
+	};
+	static const char *const missing[Q_NCOLS] = {
+		NULL, NULL, "NULL::pg_catalog.\"char\"", "NULL::pg_catalog.timestamptz",
+		"NULL::pg_catalog.bytea", NULL
+	};
+	StringInfoData sql;
+	List	   *raw;
+	char	   *relname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(ftable_oid)),
+													 get_rel_name(ftable_oid));
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT ");
+	for (int i = 0; i < Q_NCOLS; i++)
+	{
+		bool		has = get_attnum(ftable_oid, names[i]) != InvalidAttrNumber;
+
+		if (!has && missing[i] == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("Kafka table %s has no column %s", relname, names[i]),
+					 errhint("A replica reads kafka_partition, kafka_offset and kafka_value (and kafka_key if the table has it).")));
+		appendStringInfo(&sql, "%s%s", i ? ", " : "", has ? quote_identifier(names[i]) : missing[i]);
+	}
+	appendStringInfo(&sql, " FROM ONLY %s", relname);
+	raw = pg_parse_query(sql.data);
+	return kafka_parse_analyze(linitial_node(RawStmt, raw), sql.data);
+}
+
+/*
+ * Apply the events of the refresh's ranges to the replica table; returns the
+ * number of events that changed it.  Called by kafka_refresh_stream(), in
+ * the refresh's transaction.
+ */
+uint64
+kafka_replica_apply(Relation replica, KafkaStreamContext *ctx,
+					const KafkaTableOptions *opts, const char *queryString)
+{
+	CdcSinkArg	arg = {ctx, opts};
+	KafkaStreamSink sink = {create_apply_dest, apply_dest_processed, &arg};
+
+	/* in offset order within each partition: a serial plan */
+	return kafka_stream_run_query(replica, ctx, records_query(ctx->ftable_oid), queryString,
+								  opts->on_error_fail, false, &sink);
+}
