@@ -74,6 +74,14 @@ typedef struct CdcTable
 	int		   *field_cache;	/* the column of the i-th field last seen, or -1 */
 } CdcTable;
 
+/* A column of a replica table to create, from the events' schema. */
+typedef struct CdcColumnDef
+{
+	char	   *name;
+	char	   *type_sql;		/* e.g. "numeric(12,2)" */
+	bool		not_null;
+} CdcColumnDef;
+
 /*
  * One decoded event.  values/isnull are a row image of the table: for c, r
  * and u the "after" row, for d the key.  present[i]: the event has the
@@ -88,7 +96,7 @@ typedef struct CdcEvent
 	bool	   *present;
 	bool	   *unavailable;
 	bool		has_unavailable;
-	char	   *error;			/* NULL, or a bad event's reason */
+	List	   *new_columns;	/* CdcColumnDef: fields the table lacks (schemas on) */
 } CdcEvent;
 
 /* in cdc_decode.c */
@@ -97,13 +105,6 @@ extern void cdc_event_init(CdcEvent *ev, const CdcTable *t);
 extern void cdc_decode_event(CdcTable *t, const char *key, size_t keylen,
 							 const char *value, size_t valuelen, CdcEvent *ev);
 
-/* A column of a replica table to create, from the events' schema. */
-typedef struct CdcColumnDef
-{
-	char	   *name;
-	char	   *type_sql;		/* e.g. "numeric(12,2)" */
-	bool		not_null;
-} CdcColumnDef;
 
 extern bool cdc_event_columns(const char *key, size_t keylen, const char *value,
 							  size_t valuelen, List **columns, List **key_columns);
@@ -111,5 +112,6 @@ extern bool cdc_event_columns(const char *key, size_t keylen, const char *value,
 /* in cdc_apply.c */
 extern uint64 kafka_replica_apply(Relation replica, KafkaStreamContext *ctx,
 								  const KafkaTableOptions *opts, const char *queryString);
+extern bool kafka_replica_evolve(Oid replica);
 
 #endif							/* KAFKA_CDC_H */

@@ -40,15 +40,18 @@
 
 #include "access/relation.h"
 #include "access/tableam.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/analyze.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -114,8 +117,22 @@ typedef struct CdcApply
 	size_t		batch_bytes;
 	const CdcRecord *current;	/* being applied, for the error context */
 
+	/*
+	 * Schema evolution: a partition stops at its first event with a column
+	 * the table lacks; its records from there are applied by the next pass,
+	 * after kafka_replica_evolve() added the columns.
+	 */
+	int64	   *stop_offset;	/* per ctx->parts[i]: -1, or where it stopped */
+	KafkaRecordFingerprint *last_passed;	/* the last record before it */
+	List	   *new_columns;	/* CdcColumnDef, in the receiver's context */
+	MemoryContext cxt;
+
 	uint64		applied;
 } CdcApply;
+
+/* Columns that the last apply found missing, for kafka_replica_evolve(). */
+static Oid	evolve_relid = InvalidOid;
+static List *evolve_columns = NIL;
 
 /* The raw bytes of a kafka_key or kafka_value column (bytea, text or jsonb). */
 static char *
@@ -219,16 +236,76 @@ unavailable_without_row(CdcApply *a)
 					 errdetail("Debezium sends \"__debezium_unavailable_value\" for an unchanged TOASTed value.")));
 }
 
+static int
+partition_index(CdcApply *a, int32 partition)
+{
+	for (int i = 0; i < a->ctx->nparts; i++)
+		if (a->ctx->parts[i].partition == partition)
+			return i;
+	elog(ERROR, "record of partition %d outside the refresh", partition);
+}
+
+/* The record was dealt with (applied or skipped): the partition passed it. */
+static void
+passed(CdcApply *a, const CdcRecord *r)
+{
+	KafkaRecordFingerprint *f = &a->last_passed[partition_index(a, r->partition)];
+
+	f->offset = r->offset;
+	f->timestamp_ms = r->timestamp_ms;
+	f->key_len = r->key ? (int32) r->keylen : -1;
+	f->value_len = r->value ? (int32) r->valuelen : -1;
+}
+
+/* Keep the new columns an event needs (once each), in the receiver's context. */
+static void
+want_columns(CdcApply *a, List *columns)
+{
+	MemoryContext old = MemoryContextSwitchTo(a->cxt);
+	ListCell   *lc;
+
+	foreach(lc, columns)
+	{
+		CdcColumnDef *c = lfirst(lc);
+		ListCell   *lc2;
+		bool		known = false;
+
+		foreach(lc2, a->new_columns)
+			known |= strcmp(((CdcColumnDef *) lfirst(lc2))->name, c->name) == 0;
+		if (!known)
+		{
+			CdcColumnDef *copy = palloc(sizeof(CdcColumnDef));
+
+			copy->name = pstrdup(c->name);
+			copy->type_sql = pstrdup(c->type_sql);
+			copy->not_null = false;
+			a->new_columns = lappend(a->new_columns, copy);
+		}
+	}
+	MemoryContextSwitchTo(old);
+}
+
 /* Apply one record's event.  Returns whether it changed anything. */
 static bool
 apply_record(CdcApply *a, const CdcRecord *r)
 {
 	CdcEvent   *ev = &a->ev;
-	MemoryContext old = MemoryContextSwitchTo(a->event_cxt);
+	int			pi = partition_index(a, r->partition);
+	MemoryContext old;
 	bool		changed = true;
 
+	if (a->stop_offset[pi] >= 0 && r->offset >= a->stop_offset[pi])
+		return false;			/* for the next pass */
+	old = MemoryContextSwitchTo(a->event_cxt);
 	a->current = r;
 	cdc_decode_event(&a->table, r->key, r->keylen, r->value, r->valuelen, ev);
+	if (ev->new_columns != NIL)
+	{
+		want_columns(a, ev->new_columns);
+		a->stop_offset[pi] = r->offset;
+		ev->op = CDC_OP_NONE;
+		changed = false;
+	}
 	switch (ev->op)
 	{
 		case CDC_OP_NONE:
@@ -268,6 +345,8 @@ apply_record(CdcApply *a, const CdcRecord *r)
 	CommandCounterIncrement();
 	a->estate->es_output_cid = GetCurrentCommandId(true);
 	a->current = NULL;
+	if (a->stop_offset[pi] < 0 || r->offset < a->stop_offset[pi])
+		passed(a, r);
 	return changed;
 }
 
@@ -362,6 +441,7 @@ apply_batch(CdcApply *a)
 				char	   *reason = kafka_error_skip_reason(edata);
 
 				skip_record(a, &a->batch[i], reason);
+				passed(a, &a->batch[i]);
 				FreeErrorData(edata);
 			}
 		}
@@ -452,6 +532,15 @@ cdc_shutdown(DestReceiver *self)
 	CdcApply   *a = (CdcApply *) self;
 
 	apply_batch(a);
+	/* partitions stopped for new columns end where they stopped */
+	for (int i = 0; i < a->ctx->nparts; i++)
+		if (a->stop_offset[i] >= 0)
+		{
+			a->ctx->parts[i].end = a->stop_offset[i];
+			a->ctx->parts[i].last = a->last_passed[i];
+		}
+	evolve_relid = RelationGetRelid(a->rel);
+	evolve_columns = a->new_columns;
 	AfterTriggerEndQuery(a->estate);
 	EvalPlanQualEnd(&a->epq);
 	ExecCloseIndices(a->rri);
@@ -495,6 +584,14 @@ create_apply_dest(Relation replica, void *arg)
 	cdc_table_init(&a->table, replica);
 	cdc_event_init(&a->ev, &a->table);
 	a->batch = palloc(sizeof(CdcRecord) * CDC_BATCH_EVENTS);
+	a->cxt = CurrentMemoryContext;
+	a->stop_offset = palloc(sizeof(int64) * Max(a->ctx->nparts, 1));
+	a->last_passed = palloc(sizeof(KafkaRecordFingerprint) * Max(a->ctx->nparts, 1));
+	for (int i = 0; i < a->ctx->nparts; i++)
+	{
+		a->stop_offset[i] = -1;
+		a->last_passed[i].offset = -1;
+	}
 	a->batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "kafka_fdw replica batch",
 										 ALLOCSET_DEFAULT_SIZES);
 	a->event_cxt = AllocSetContextCreate(CurrentMemoryContext, "kafka_fdw replica event",
@@ -555,7 +652,77 @@ kafka_replica_apply(Relation replica, KafkaStreamContext *ctx,
 	CdcSinkArg	arg = {ctx, opts};
 	KafkaStreamSink sink = {create_apply_dest, apply_dest_processed, &arg};
 
+	evolve_relid = InvalidOid;
+	evolve_columns = NIL;
+
 	/* in offset order within each partition: a serial plan */
 	return kafka_stream_run_query(replica, ctx, records_query(ctx->ftable_oid), queryString,
 								  opts->on_error_fail, false, &sink);
+}
+
+/*
+ * After an apply of the replica: add the columns its events needed (a
+ * column added at the source, with schemas on), as the replica's owner.
+ * Returns true if it added any: the caller applies the rest of the events,
+ * from where each partition stopped.  ALTER TABLE needs the table closed by
+ * the apply, and an ACCESS EXCLUSIVE lock for a moment.
+ */
+bool
+kafka_replica_evolve(Oid replica)
+{
+	Oid			owner = kafka_relation_owner(replica);
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nest;
+	int			before = 0;
+	int			after = 0;
+	ListCell   *lc;
+	StringInfoData sql;
+	char	   *name;
+
+	if (evolve_relid != replica || evolve_columns == NIL)
+		return false;
+	name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(replica)),
+									  get_rel_name(replica));
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "ALTER TABLE %s", name);
+	foreach(lc, evolve_columns)
+	{
+		CdcColumnDef *c = lfirst(lc);
+
+		appendStringInfo(&sql, "%s ADD COLUMN %s %s", foreach_current_index(lc) ? "," : "",
+						 quote_identifier(c->name), c->type_sql);
+	}
+	evolve_relid = InvalidOid;
+	evolve_columns = NIL;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_RESTRICTED_OPERATION);
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	{
+		Relation	rel = table_open(replica, AccessShareLock);
+
+		before = RelationGetNumberOfAttributes(rel);
+		table_close(rel, AccessShareLock);
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not add the new columns to the replica: %s", sql.data);
+	SPI_finish();
+	CommandCounterIncrement();
+	{
+		Relation	rel = table_open(replica, AccessShareLock);
+
+		after = RelationGetNumberOfAttributes(rel);
+		table_close(rel, AccessShareLock);
+	}
+	AtEOXact_GUC(true, nest);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	ereport(NOTICE,
+			(errmsg("replica table %s has new columns from its change events", name),
+			 errdetail("%s", sql.data)));
+	return after > before;
 }

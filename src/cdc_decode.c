@@ -554,6 +554,8 @@ convert_value(const CdcColumn *c, json_t *v, CdcConversion conv, int32 scale)
 							 c->ioparam, c->typmod);
 }
 
+static char *column_type_sql(json_t *fs);
+
 static bool
 is_unavailable(const CdcColumn *c, json_t *v)
 {
@@ -587,8 +589,20 @@ fill_row(CdcTable *t, json_t *row, json_t *fields, bool keys_only, CdcEvent *ev)
 
 		if (c < 0)
 		{
-			if (!keys_only)
-				bad_event(ERRCODE_INVALID_COLUMN_REFERENCE,
+			json_t	   *fs = keys_only ? NULL : field_schema(fields, name, pos);
+
+			if (fs)
+			{
+				/* a column added at the source: the replica gets it too */
+				CdcColumnDef *def = palloc(sizeof(CdcColumnDef));
+
+				def->name = pstrdup(name);
+				def->type_sql = column_type_sql(fs);
+				def->not_null = false;
+				ev->new_columns = lappend(ev->new_columns, def);
+			}
+			else if (!keys_only)
+				bad_event(ERRCODE_INVALID_PARAMETER_VALUE,
 						  "the event has column \"%s\", which replica table \"%s\" lacks",
 						  name, t->name);
 			pos++;
@@ -620,6 +634,8 @@ fill_row(CdcTable *t, json_t *row, json_t *fields, bool keys_only, CdcEvent *ev)
 			conv = col->schemaless;
 			scale = col->schemaless_scale;
 		}
+		if (ev->new_columns != NIL)
+			continue;			/* the event waits for the new columns */
 		ev->values[c] = convert_value(col, v, conv, scale);
 		ev->isnull[c] = false;
 	}
@@ -644,6 +660,7 @@ reset_row(const CdcTable *t, CdcEvent *ev)
 		ev->values[i] = (Datum) 0;
 	}
 	ev->has_unavailable = false;
+	ev->new_columns = NIL;
 }
 
 /* Parse a JSON document; *schema and *payload split an envelope with schemas. */
@@ -724,7 +741,7 @@ cdc_decode_event(CdcTable *t, const char *key, size_t keylen,
 					  "the change event (op \"%s\") has no \"after\" row", op);
 		fill_row(t, after, struct_fields(schema, "after"), false, ev);
 	}
-	if (!has_all_keys(t, ev))
+	if (ev->new_columns == NIL && !has_all_keys(t, ev))
 		bad_event(ERRCODE_NOT_NULL_VIOLATION,
 				  "the change event (op \"%s\") has no value for the primary key of replica table \"%s\"",
 				  op, t->name);

@@ -301,101 +301,79 @@ debezium_table_name(const char *topic, const char *prefix)
 Datum
 kafka_create_replicas(PG_FUNCTION_ARGS)
 {
-	FuncCallContext *funcctx;
-	List	   *made;
+	char	   *src_schema = NameStr(*PG_GETARG_NAME(0));
+	char	   *dst_schema = NameStr(*PG_GETARG_NAME(1));
+	char	   *prefix = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	Oid			src_nsp = get_namespace_oid(src_schema, false);
+	Oid			dst_nsp = get_namespace_oid(dst_schema, false);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *tables = NIL;
+	ListCell   *lc;
 
-	if (SRF_IS_FIRSTCALL())
+	PreventCommandIfReadOnly("kafka.create_replicas()");
+	if (pg_namespace_aclcheck(src_nsp, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, src_schema);
+	if (pg_namespace_aclcheck(dst_nsp, GetUserId(), ACL_CREATE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, dst_schema);
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	/* the schema's foreign tables, by name */
 	{
-		char	   *src_schema = NameStr(*PG_GETARG_NAME(0));
-		char	   *dst_schema = NameStr(*PG_GETARG_NAME(1));
-		char	   *prefix = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-		Oid			src_nsp = get_namespace_oid(src_schema, false);
-		Oid			dst_nsp = get_namespace_oid(dst_schema, false);
-		List	   *tables = NIL;
-		MemoryContext old;
+		MemoryContext caller = CurrentMemoryContext;
+		int			nest = pinned_spi_begin();
+		Oid			types[1] = {OIDOID};
+		Datum		values[1] = {ObjectIdGetDatum(src_nsp)};
 
-		PreventCommandIfReadOnly("kafka.create_replicas()");
-		if (pg_namespace_aclcheck(src_nsp, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
-			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, src_schema);
-		if (pg_namespace_aclcheck(dst_nsp, GetUserId(), ACL_CREATE) != ACLCHECK_OK)
-			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, dst_schema);
-		funcctx = SRF_FIRSTCALL_INIT();
-
-		/* the schema's Kafka tables, by name */
+		if (SPI_execute_with_args("SELECT c.oid FROM pg_catalog.pg_class c "
+								  "WHERE c.relnamespace OPERATOR(pg_catalog.=) $1 "
+								  "AND c.relkind OPERATOR(pg_catalog.=) 'f' ORDER BY c.relname",
+								  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not list the tables of schema \"%s\"", src_schema);
+		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			int			nest = pinned_spi_begin();
-			Oid			types[1] = {OIDOID};
-			Datum		values[1] = {ObjectIdGetDatum(src_nsp)};
+			bool		isnull;
+			Oid			oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+															 SPI_tuptable->tupdesc, 1, &isnull));
+			MemoryContext old = MemoryContextSwitchTo(caller);
 
-			if (SPI_execute_with_args("SELECT c.oid FROM pg_catalog.pg_class c "
-									  "WHERE c.relnamespace OPERATOR(pg_catalog.=) $1 "
-									  "AND c.relkind OPERATOR(pg_catalog.=) 'f' ORDER BY c.relname",
-									  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not list the tables of schema \"%s\"", src_schema);
-			old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
-			for (uint64 i = 0; i < SPI_processed; i++)
-			{
-				bool		isnull;
-
-				tables = lappend_oid(tables,
-									 DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-																	SPI_tuptable->tupdesc, 1, &isnull)));
-			}
+			tables = lappend_oid(tables, oid);
 			MemoryContextSwitchTo(old);
-			pinned_spi_end(nest);
 		}
-
-		made = NIL;
-		{
-			ListCell   *lc;
-
-			foreach(lc, tables)
-			{
-				Oid			ft = lfirst_oid(lc);
-				KafkaTableOptions opts;
-				const char *table;
-				char	   *k, *v;
-				size_t		kl, vl;
-				Oid			existing;
-
-				if (!kafka_is_kafka_table(ft))
-					continue;
-				kafka_get_table_options(ft, &opts);
-				table = debezium_table_name(opts.topic, prefix);
-				if (table == NULL)
-					continue;
-				existing = get_relname_relid(table, dst_nsp);
-				if (OidIsValid(existing))
-				{
-					KafkaStreamState st;
-
-					if (kafka_stream_lookup(existing, &st) && st.ftable_oid == ft)
-						continue;	/* done before */
-				}
-				if (!OidIsValid(existing) && !first_event(ft, &k, &kl, &v, &vl))
-				{
-					ereport(NOTICE,
-							(errmsg("skipping topic \"%s\": it has no change events yet", opts.topic),
-							 errhint("Call kafka.create_replicas() again when it has.")));
-					continue;
-				}
-				{
-					RangeVar   *rv = makeRangeVar(pstrdup(dst_schema), pstrdup(table), -1);
-					Oid			relid = make_replica(rv, ft, true);
-
-					old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
-					made = lappend_oid(made, relid);
-					MemoryContextSwitchTo(old);
-				}
-			}
-		}
-		funcctx->user_fctx = made;
+		pinned_spi_end(nest);
 	}
-	funcctx = SRF_PERCALL_SETUP();
-	made = (List *) funcctx->user_fctx;
-	if (funcctx->call_cntr < (uint64) list_length(made))
-		SRF_RETURN_NEXT(funcctx, ObjectIdGetDatum(list_nth_oid(made, (int) funcctx->call_cntr)));
-	SRF_RETURN_DONE(funcctx);
+
+	foreach(lc, tables)
+	{
+		Oid			ft = lfirst_oid(lc);
+		KafkaTableOptions opts;
+		const char *table;
+		char	   *k, *v;
+		size_t		kl, vl;
+		Oid			existing;
+		KafkaStreamState st;
+		Datum		result;
+		bool		isnull = false;
+
+		if (!kafka_is_kafka_table(ft))
+			continue;
+		kafka_get_table_options(ft, &opts);
+		table = debezium_table_name(opts.topic, prefix);
+		if (table == NULL)
+			continue;
+		existing = get_relname_relid(table, dst_nsp);
+		if (OidIsValid(existing) && kafka_stream_lookup(existing, &st) && st.ftable_oid == ft)
+			continue;			/* made before */
+		if (!OidIsValid(existing) && !first_event(ft, &k, &kl, &v, &vl))
+		{
+			ereport(NOTICE,
+					(errmsg("skipping topic \"%s\": it has no change events yet", opts.topic),
+					 errhint("Call kafka.create_replicas() again when it has.")));
+			continue;
+		}
+		result = ObjectIdGetDatum(make_replica(makeRangeVar(dst_schema, pstrdup(table), -1), ft, true));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &result, &isnull);
+	}
+	return (Datum) 0;
 }
 
 /*

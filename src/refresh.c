@@ -734,6 +734,9 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString)
 		CommandCounterIncrement();
 	}
 	table_close(matview, NoLock);
+	/* a replica whose events brought new columns: add them, apply the rest */
+	if (st.kind == KAFKA_STREAM_REPLICA && kafka_replica_evolve(mv_oid))
+		rows += kafka_refresh_stream(mv_oid, queryString);
 	return rows;
 }
 

@@ -146,6 +146,78 @@ assert_contains "$errs" 'invalid input syntax for type integer: "five"' "the rea
 assert_eq "6|2" "$(q "SELECT skipped_rows, scanned_rows FROM kafka.stream_scan_states WHERE mv_name LIKE '%cdc_bad' ORDER BY record_time DESC LIMIT 1")" \
     "stream_scan_states counts 6 skipped and 2 applied"
 
+# --- a column added at the source --------------------------------------------------------------------
+# Event 18 (create of row 7) again as rows 8 and 9 with a new field c_added (int64 / numeric Decimal)
+evolved() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+rec = json.loads(open(sys.argv[1]).read().splitlines()[18])
+schemas = sys.argv[2] == "schemas"
+for new_id in (8, 9):
+    key, value = json.loads(rec["key"]), json.loads(rec["value"])
+    if schemas:
+        key["payload"]["id"] = new_id
+        for f in value["schema"]["fields"]:
+            if f["field"] in ("before", "after"):
+                f["fields"].append({"type": "int64", "optional": True, "field": "c_added"})
+        value["payload"]["after"]["id"] = new_id
+        value["payload"]["after"]["c_added"] = new_id * 1000
+    else:
+        key["id"] = new_id
+        value["after"]["id"] = new_id
+        value["after"]["c_added"] = new_id * 1000
+    print(json.dumps(key, separators=(",", ":")) + "\t" + json.dumps(value, separators=(",", ":")))
+PY
+}
+evolved "$fx/pg_schemas.jsonl" schemas | kcat -P -b "$KAFKA_BROKERS" -t "$t_s" -p 0 -K $'\t' -Z
+out="$(psql -X -qAt -d "$db" -U cdc_analyst -v ON_ERROR_STOP=1 -c "SELECT kafka.apply_replica('cdc_s')" 2>&1)" || die "apply with a new column failed: $out"
+printf '%s\n' "$out" | sed 's/^/#   /'
+assert_contains "$out" "has new columns" "the apply says that the replica got a new column"
+assert_eq "c_added bigint" "$(q "SELECT attname || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute
+    WHERE attrelid = 'cdc_s'::regclass AND attnum > 0 ORDER BY attnum DESC LIMIT 1")" "with schemas, the new column is added with its type"
+assert_eq "7:|8:8000|9:9000" "$(q "SELECT string_agg(id || ':' || coalesce(c_added::text, ''), '|' ORDER BY id) FROM cdc_s")" \
+    "the events with the new column are applied, the old rows have NULL in it"
+evolved "$fx/pg_noschemas.jsonl" noschemas | kcat -P -b "$KAFKA_BROKERS" -t "$t_n" -p 0 -K $'\t' -Z
+q "SELECT kafka.apply_replica('cdc_n')" >/dev/null
+assert_eq "7" "$(q "SELECT string_agg(id::text, ',') FROM cdc_n")" "without schemas, events with an unknown column are not applied"
+assert_contains "$(q "SELECT string_agg(error_reason, ' | ') FROM kafka.stream_scan_errors WHERE mv_name LIKE '%cdc_n'")" \
+    'the event has column "c_added", which replica table "cdc_n" lacks' "... but skipped and recorded with the reason"
+
+# --- auto refresh, as the owner ------------------------------------------------------------------------
+q "SELECT kafka.set_auto_refresh('cdc_s', true)" >/dev/null
+printf '%s\t%s\n' '{"schema":null,"payload":{"id":10}}' \
+    '{"schema":null,"payload":{"op":"c","after":{"id":10,"c_text":"auto"}}}' \
+    | kcat -P -b "$KAFKA_BROKERS" -t "$t_s" -p 0 -K $'\t' -Z
+wait_for "[ \"\$(q \"SELECT c_text FROM cdc_s WHERE id = 10\")\" = auto ]" 30 ||
+    die "auto refresh did not apply the new event within 30 s: $(psql_q -d "$db" -c "SELECT last_refresh_status, last_error FROM kafka.streams WHERE mv_name = 'cdc_s'::regclass")"
+echo "ok - auto refresh applies a replica's new events"
+q "SELECT kafka.set_auto_refresh('cdc_s', false)" >/dev/null
+
+# --- every table of a captured database -----------------------------------------------------------
+pfx="t049db$$"
+for t in "$pfx" "$pfx.public.customer" "$pfx.public.product" "$pfx.public.empty"; do broker_ctl create "$t" 1 >/dev/null; done
+produce "$fx/pg_schemas.jsonl" "$pfx.public.customer" 0 17
+produce "$fx/pg_schemas.jsonl" "$pfx.public.product" 0 17
+printf '%s\n' '{"not":"a change event"}' | kcat -P -b "$KAFKA_BROKERS" -t "$pfx" -p 0
+psql_q -d "$db" >/dev/null <<SQL
+CREATE SCHEMA dbz;
+IMPORT FOREIGN SCHEMA kafka LIMIT TO ("$pfx", "$pfx.public.customer", "$pfx.public.product", "$pfx.public.empty")
+  FROM SERVER k INTO dbz;
+GRANT USAGE ON SCHEMA dbz TO cdc_analyst;
+GRANT SELECT ON ALL TABLES IN SCHEMA dbz TO cdc_analyst;
+CREATE SCHEMA replica AUTHORIZATION cdc_analyst;
+SQL
+out="$(psql -X -qAt -d "$db" -U cdc_analyst -v ON_ERROR_STOP=1 -c "SELECT kafka.create_replicas('dbz', 'replica', '$pfx')" 2>&1)" ||
+    die "create_replicas failed: $out"
+printf '%s\n' "$out" | sed 's/^/#   /'
+assert_eq "replica.customer replica.product" "$(printf '%s\n' "$out" | grep -v NOTICE | grep -v HINT | tr '\n' ' ' | sed 's/ $//')" \
+    "create_replicas made a replica for each table topic, none for the schema topic"
+assert_contains "$out" "skipping topic \"$pfx.public.empty\": it has no change events yet" "... and said why the empty one was skipped"
+same_as_tsv replica.customer "$fx/pg_state_before_truncate.tsv" "create_replicas: replica.customer holds the source's state"
+same_as_tsv replica.product "$fx/pg_state_before_truncate.tsv" "create_replicas: replica.product holds the source's state"
+assert_eq "" "$(q "SELECT kafka.create_replicas('dbz', 'replica', '$pfx')" 2>/dev/null | grep -v NOTICE)" \
+    "create_replicas again makes nothing twice"
+
 # --- privileges -------------------------------------------------------------------------------------
 out="$(psql -X -qAt -d "$db" -U cdc_other -c "SELECT kafka.apply_replica('cdc_s')" 2>&1)" && {
     echo "not ok - another user applied cdc_analyst's replica"; exit 1; }
