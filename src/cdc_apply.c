@@ -38,7 +38,9 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/relation.h"
+#include "access/stratnum.h"
 #include "access/tableam.h"
 #include "access/table.h"
 #include "access/xact.h"
@@ -97,6 +99,8 @@ typedef struct CdcApply
 	const char *topic;
 	bool		on_error_fail;
 	Oid			pk_index;
+	Relation	index;			/* the primary key index, opened by ExecOpenIndices */
+	ScanKeyData *scankeys;		/* equality on each of its columns */
 	CdcTable	table;
 	CdcEvent	ev;
 
@@ -198,12 +202,30 @@ fill_slot(CdcApply *a, TupleTableSlot *slot, TupleTableSlot *old, bool keys_only
 	ExecStoreVirtualTuple(slot);
 }
 
+/*
+ * Find the row with the event's key through the primary key index.  No
+ * tuple lock is taken (unlike RelationFindReplTupleByIndex()): the apply
+ * holds an ExclusiveLock on the table, so no one else writes it, and
+ * SnapshotSelf shows this transaction's own changes of earlier events.
+ */
 static bool
 find_row(CdcApply *a)
 {
-	fill_slot(a, a->search_slot, NULL, true);
-	return RelationFindReplTupleByIndex(a->rel, a->pk_index, LockTupleExclusive,
-										a->search_slot, a->old_slot);
+	CdcTable   *t = &a->table;
+	IndexScanDesc scan;
+	bool		found;
+
+	for (int k = 0; k < t->nkeys; k++)
+	{
+		int			c = t->keys[k] - 1;
+
+		a->scankeys[k].sk_argument = a->ev.values[c];
+	}
+	scan = index_beginscan(a->rel, a->index, SnapshotSelf, t->nkeys, 0);
+	index_rescan(scan, a->scankeys, t->nkeys, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, a->old_slot);
+	index_endscan(scan);
+	return found;
 }
 
 /* Delete every row: Debezium's truncate event, without TRUNCATE's lock. */
@@ -523,6 +545,25 @@ cdc_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 	a->search_slot = ExecInitExtraTupleSlot(a->estate, RelationGetDescr(a->rel), &TTSOpsVirtual);
 	a->new_slot = ExecInitExtraTupleSlot(a->estate, RelationGetDescr(a->rel), &TTSOpsVirtual);
 	a->old_slot = table_slot_create(a->rel, &a->estate->es_tupleTable);
+	for (int i = 0; i < a->rri->ri_NumIndices; i++)
+		if (RelationGetRelid(a->rri->ri_IndexRelationDescs[i]) == a->pk_index)
+			a->index = a->rri->ri_IndexRelationDescs[i];
+	if (a->index == NULL)
+		elog(ERROR, "primary key index of replica table \"%s\" is not open",
+			 RelationGetRelationName(a->rel));
+	a->scankeys = palloc0(sizeof(ScanKeyData) * a->table.nkeys);
+	for (int k = 0; k < a->table.nkeys; k++)
+	{
+		Oid			opfamily = a->index->rd_opfamily[k];
+		Oid			optype = a->index->rd_opcintype[k];
+		Oid			op = get_opfamily_member(opfamily, optype, optype, BTEqualStrategyNumber);
+
+		if (!OidIsValid(op))
+			elog(ERROR, "no equality operator for column %d of index \"%s\"",
+				 k + 1, RelationGetRelationName(a->index));
+		ScanKeyInit(&a->scankeys[k], k + 1, BTEqualStrategyNumber, get_opcode(op), (Datum) 0);
+		a->scankeys[k].sk_collation = a->index->rd_indcollation[k];
+	}
 	AfterTriggerBeginQuery();
 }
 
