@@ -106,6 +106,7 @@ extern void cdc_decode_event(CdcTable *t, const char *key, size_t keylen,
 							 const char *value, size_t valuelen, CdcEvent *ev);
 
 
+extern bool cdc_decode_key(CdcTable *t, const char *key, size_t keylen, CdcEvent *ev);
 extern bool cdc_event_columns(const char *key, size_t keylen, const char *value,
 							  size_t valuelen, List **columns, List **key_columns);
 

@@ -62,6 +62,7 @@
 #include "utils/snapmgr.h"
 
 #include "cdc.h"
+#include "functions.h"
 
 #define CDC_BATCH_EVENTS 4096
 #define CDC_BATCH_BYTES (8 * 1024 * 1024)
@@ -75,6 +76,7 @@ enum
 	Q_TIMESTAMP,
 	Q_KEY,
 	Q_VALUE,
+	Q_HEADERS,
 	Q_NCOLS
 };
 
@@ -89,6 +91,9 @@ typedef struct CdcRecord
 	size_t		keylen;
 	char	   *value;			/* NULL: tombstone */
 	size_t		valuelen;
+	char	   *newkey;			/* header __debezium.newkey: the delete of a move */
+	char	   *oldkey;			/* header __debezium.oldkey: the create of a move */
+	bool		deferred;		/* a move's delete, applied after its create */
 } CdcRecord;
 
 typedef struct CdcApply
@@ -130,6 +135,20 @@ typedef struct CdcApply
 	KafkaRecordFingerprint *last_passed;	/* the last record before it */
 	List	   *new_columns;	/* CdcColumnDef, in the receiver's context */
 	MemoryContext cxt;
+
+	/*
+	 * Primary-key updates: Debezium sends the delete of the old key (header
+	 * __debezium.newkey), its tombstone, then the create of the new key
+	 * (header __debezium.oldkey), whose unchanged TOASTed columns hold the
+	 * placeholder.  The delete waits (per partition) until the create has
+	 * taken those values from the old row; one still waiting at the end of
+	 * the apply is left for the next, unless the new key's row exists.
+	 */
+	CdcRecord **pending;		/* per partition: a move's delete, or NULL */
+	KafkaRecordFingerprint *pending_passed;	/* last_passed before it */
+	CdcRecord **saved_pending;	/* for undoing a failed subtransaction */
+	KafkaRecordFingerprint *saved_pending_passed;
+	CdcEvent	keyev;			/* the old key of a move */
 
 	uint64		applied;
 } CdcApply;
@@ -209,7 +228,7 @@ fill_slot(CdcApply *a, TupleTableSlot *slot, TupleTableSlot *old, bool keys_only
  * SnapshotSelf shows this transaction's own changes of earlier events.
  */
 static bool
-find_row(CdcApply *a)
+find_row(CdcApply *a, const CdcEvent *ev)
 {
 	CdcTable   *t = &a->table;
 	IndexScanDesc scan;
@@ -219,7 +238,7 @@ find_row(CdcApply *a)
 	{
 		int			c = t->keys[k] - 1;
 
-		a->scankeys[k].sk_argument = a->ev.values[c];
+		a->scankeys[k].sk_argument = ev->values[c];
 	}
 	scan = index_beginscan(a->rel, a->index, SnapshotSelf, t->nkeys, 0);
 	index_rescan(scan, a->scankeys, t->nkeys, NULL, 0);
@@ -307,17 +326,52 @@ want_columns(CdcApply *a, List *columns)
 	MemoryContextSwitchTo(old);
 }
 
-/* Apply one record's event.  Returns whether it changed anything. */
+static char *
+copy_bytes(MemoryContext cxt, const char *data, size_t len)
+{
+	char	   *p = MemoryContextAlloc(cxt, len + 1);
+
+	memcpy(p, data, len);
+	p[len] = '\0';
+	return p;
+}
+
+/* A copy of a record that outlives its batch, in the receiver's context. */
+static CdcRecord *
+keep_record(CdcApply *a, const CdcRecord *r)
+{
+	CdcRecord  *c = MemoryContextAlloc(a->cxt, sizeof(CdcRecord));
+
+	*c = *r;
+	c->key = r->key ? copy_bytes(a->cxt, r->key, r->keylen) : NULL;
+	c->value = r->value ? copy_bytes(a->cxt, r->value, r->valuelen) : NULL;
+	c->newkey = r->newkey ? MemoryContextStrdup(a->cxt, r->newkey) : NULL;
+	c->oldkey = r->oldkey ? MemoryContextStrdup(a->cxt, r->oldkey) : NULL;
+	c->deferred = true;
+	return c;
+}
+
+/*
+ * The create of a moved row (header __debezium.oldkey) whose unchanged
+ * TOASTed columns hold the placeholder: the old key's row, still there (its
+ * delete waits, or comes later in another partition), into old_slot.
+ */
 static bool
-apply_record(CdcApply *a, const CdcRecord *r)
+find_moved_row(CdcApply *a, const CdcRecord *r)
+{
+	if (r->oldkey == NULL || !cdc_decode_key(&a->table, r->oldkey, strlen(r->oldkey), &a->keyev))
+		return false;
+	return find_row(a, &a->keyev);
+}
+
+/* Decode and apply one record's event.  Returns whether it changed anything. */
+static bool
+apply_event(CdcApply *a, const CdcRecord *r, int pi)
 {
 	CdcEvent   *ev = &a->ev;
-	int			pi = partition_index(a, r->partition);
 	MemoryContext old;
 	bool		changed = true;
 
-	if (a->stop_offset[pi] >= 0 && r->offset >= a->stop_offset[pi])
-		return false;			/* for the next pass */
 	old = MemoryContextSwitchTo(a->event_cxt);
 	a->current = r;
 	cdc_decode_event(&a->table, r->key, r->keylen, r->value, r->valuelen, ev);
@@ -337,16 +391,22 @@ apply_record(CdcApply *a, const CdcRecord *r)
 			delete_all_rows(a);
 			break;
 		case CDC_OP_DELETE:
-			if (find_row(a))
+			if (find_row(a, &a->ev))
 				ExecSimpleRelationDelete(a->rri, a->estate, &a->epq, a->old_slot);
 			break;
 		case CDC_OP_CREATE:
 		case CDC_OP_READ:
 		case CDC_OP_UPDATE:
-			if (find_row(a))
+			if (find_row(a, &a->ev))
 			{
 				fill_slot(a, a->new_slot, a->old_slot, false);
 				ExecSimpleRelationUpdate(a->rri, a->estate, &a->epq, a->old_slot, a->new_slot);
+			}
+			else if (ev->has_unavailable && find_moved_row(a, r))
+			{
+				/* the moved row: its unchanged values from the old key's row */
+				fill_slot(a, a->new_slot, a->old_slot, false);
+				ExecSimpleRelationInsert(a->rri, a->estate, a->new_slot);
 			}
 			else
 			{
@@ -367,9 +427,104 @@ apply_record(CdcApply *a, const CdcRecord *r)
 	CommandCounterIncrement();
 	a->estate->es_output_cid = GetCurrentCommandId(true);
 	a->current = NULL;
+	return changed;
+}
+
+/* Apply one record, deferring the delete of a move.  Returns the events applied. */
+static int
+apply_record(CdcApply *a, const CdcRecord *r)
+{
+	int			pi = partition_index(a, r->partition);
+	CdcRecord  *pending = a->pending[pi];
+	int			applied = 0;
+
+	if (a->stop_offset[pi] >= 0 && r->offset >= a->stop_offset[pi])
+		return 0;				/* for the next pass */
+	if (r->deferred)
+		return apply_event(a, r, pi) ? 1 : 0;
+	if (pending != NULL)
+	{
+		if (r->value == NULL)
+		{
+			passed(a, r);		/* the tombstone of the waiting delete */
+			return 0;
+		}
+		if (r->oldkey != NULL)
+		{
+			/* the create of the move: then the old row goes */
+			applied += apply_event(a, r, pi) ? 1 : 0;
+			applied += apply_event(a, pending, pi) ? 1 : 0;
+			a->pending[pi] = NULL;
+			passed(a, r);
+			return applied;
+		}
+		/* something else: the move's create is elsewhere; delete now */
+		applied += apply_event(a, pending, pi) ? 1 : 0;
+		a->pending[pi] = NULL;
+	}
+	if (r->newkey != NULL && r->value != NULL)
+	{
+		a->pending_passed[pi] = a->last_passed[pi];
+		a->pending[pi] = keep_record(a, r);
+		passed(a, r);
+		return applied;
+	}
+	applied += apply_event(a, r, pi) ? 1 : 0;
 	if (a->stop_offset[pi] < 0 || r->offset < a->stop_offset[pi])
 		passed(a, r);
-	return changed;
+	return applied;
+}
+
+static void
+save_pending(CdcApply *a)
+{
+	for (int i = 0; i < a->ctx->nparts; i++)
+	{
+		a->saved_pending[i] = a->pending[i];
+		a->saved_pending_passed[i] = a->pending_passed[i];
+	}
+}
+
+static void
+restore_pending(CdcApply *a)
+{
+	for (int i = 0; i < a->ctx->nparts; i++)
+	{
+		a->pending[i] = a->saved_pending[i];
+		a->pending_passed[i] = a->saved_pending_passed[i];
+	}
+}
+
+static void apply_batch(CdcApply *a);
+
+/*
+ * At the end of the apply, a move's delete still waiting: apply it if the
+ * new key's row exists (its create was applied, from another partition),
+ * else stop its partition there, for the next apply to read the create.
+ */
+static void
+finish_pending(CdcApply *a)
+{
+	for (int i = 0; i < a->ctx->nparts; i++)
+	{
+		CdcRecord  *p = a->pending[i];
+
+		if (p == NULL)
+			continue;
+		a->pending[i] = NULL;
+		if (cdc_decode_key(&a->table, p->newkey, strlen(p->newkey), &a->keyev) &&
+			find_row(a, &a->keyev))
+		{
+			ExecClearTuple(a->old_slot);
+			if (a->nbatch == CDC_BATCH_EVENTS)
+				apply_batch(a);
+			a->batch[a->nbatch++] = *p;
+			continue;
+		}
+		ExecClearTuple(a->old_slot);
+		a->stop_offset[i] = p->offset;
+		a->last_passed[i] = a->pending_passed[i];
+	}
 }
 
 /* Log a skipped record and count it as skipped instead of scanned. */
@@ -407,8 +562,9 @@ apply_in_subtransaction(CdcApply *a, int from, int to)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
+		save_pending(a);
 		for (int i = from; i < to; i++)
-			applied += apply_record(a, &a->batch[i]) ? 1 : 0;
+			applied += apply_record(a, &a->batch[i]);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -429,6 +585,7 @@ apply_in_subtransaction(CdcApply *a, int from, int to)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 		a->estate->es_output_cid = GetCurrentCommandId(true);
+		restore_pending(a);
 		if (!kafka_error_is_about_record(edata))
 			ReThrowError(edata);
 	}
@@ -449,7 +606,7 @@ apply_batch(CdcApply *a)
 	if (a->on_error_fail)
 	{
 		for (int i = 0; i < a->nbatch; i++)
-			a->applied += apply_record(a, &a->batch[i]) ? 1 : 0;
+			a->applied += apply_record(a, &a->batch[i]);
 	}
 	else if (a->nbatch > 0 && apply_in_subtransaction(a, 0, a->nbatch) != NULL)
 	{
@@ -474,15 +631,6 @@ apply_batch(CdcApply *a)
 	MemoryContextReset(a->batch_cxt);
 }
 
-static char *
-copy_bytes(MemoryContext cxt, const char *data, size_t len)
-{
-	char	   *p = MemoryContextAlloc(cxt, len + 1);
-
-	memcpy(p, data, len);
-	p[len] = '\0';
-	return p;
-}
 
 static bool
 cdc_receive(TupleTableSlot *slot, DestReceiver *self)
@@ -515,6 +663,17 @@ cdc_receive(TupleTableSlot *slot, DestReceiver *self)
 
 		r->value = copy_bytes(a->batch_cxt, p, len);
 		r->valuelen = len;
+	}
+	r->newkey = r->oldkey = NULL;
+	r->deferred = false;
+	if (!slot->tts_isnull[Q_HEADERS])
+	{
+		Jsonb	   *h = DatumGetJsonbP(slot->tts_values[Q_HEADERS]);
+		char	   *nk = kafka_header_text(h, "__debezium.newkey");
+		char	   *ok = kafka_header_text(h, "__debezium.oldkey");
+
+		r->newkey = nk ? MemoryContextStrdup(a->batch_cxt, nk) : NULL;
+		r->oldkey = ok ? MemoryContextStrdup(a->batch_cxt, ok) : NULL;
 	}
 	a->batch_bytes += r->keylen + r->valuelen;
 	if (++a->nbatch == CDC_BATCH_EVENTS || a->batch_bytes >= CDC_BATCH_BYTES)
@@ -573,7 +732,9 @@ cdc_shutdown(DestReceiver *self)
 	CdcApply   *a = (CdcApply *) self;
 
 	apply_batch(a);
-	/* partitions stopped for new columns end where they stopped */
+	finish_pending(a);
+	apply_batch(a);
+	/* partitions stopped (new columns, a move's create not there yet) end where they stopped */
 	for (int i = 0; i < a->ctx->nparts; i++)
 		if (a->stop_offset[i] >= 0)
 		{
@@ -624,10 +785,15 @@ create_apply_dest(Relation replica, void *arg)
 	a->pk_index = RelationGetPrimaryKeyIndex(replica);
 	cdc_table_init(&a->table, replica);
 	cdc_event_init(&a->ev, &a->table);
+	cdc_event_init(&a->keyev, &a->table);
 	a->batch = palloc(sizeof(CdcRecord) * CDC_BATCH_EVENTS);
 	a->cxt = CurrentMemoryContext;
 	a->stop_offset = palloc(sizeof(int64) * Max(a->ctx->nparts, 1));
 	a->last_passed = palloc(sizeof(KafkaRecordFingerprint) * Max(a->ctx->nparts, 1));
+	a->pending = palloc0(sizeof(CdcRecord *) * Max(a->ctx->nparts, 1));
+	a->saved_pending = palloc0(sizeof(CdcRecord *) * Max(a->ctx->nparts, 1));
+	a->pending_passed = palloc0(sizeof(KafkaRecordFingerprint) * Max(a->ctx->nparts, 1));
+	a->saved_pending_passed = palloc0(sizeof(KafkaRecordFingerprint) * Max(a->ctx->nparts, 1));
 	for (int i = 0; i < a->ctx->nparts; i++)
 	{
 		a->stop_offset[i] = -1;
@@ -652,11 +818,11 @@ records_query(Oid ftable_oid)
 {
 	static const char *const names[Q_NCOLS] = {
 		"kafka_partition", "kafka_offset", "kafka_timestamp_type",
-		"kafka_timestamp", "kafka_key", "kafka_value"
+		"kafka_timestamp", "kafka_key", "kafka_value", "kafka_headers"
 	};
 	static const char *const missing[Q_NCOLS] = {
 		NULL, NULL, "NULL::pg_catalog.\"char\"", "NULL::pg_catalog.timestamptz",
-		"NULL::pg_catalog.bytea", NULL
+		"NULL::pg_catalog.bytea", NULL, "NULL::pg_catalog.jsonb"
 	};
 	StringInfoData sql;
 	List	   *raw;

@@ -748,6 +748,23 @@ cdc_decode_event(CdcTable *t, const char *key, size_t keylen,
 }
 
 /*
+ * The primary key values of a key document (the message key's shape, as in
+ * Debezium's __debezium.oldkey header) into ev; false if it lacks some.
+ */
+bool
+cdc_decode_key(CdcTable *t, const char *key, size_t keylen, CdcEvent *ev)
+{
+	json_t	   *kschema;
+	json_t	   *k;
+
+	reset_row(t, ev);
+	k = parse_document("key", key, keylen, &kschema);
+	if (json_is_object(k))
+		fill_row(t, k, struct_fields(kschema, NULL), true, ev);
+	return has_all_keys(t, ev);
+}
+
+/*
  * The PostgreSQL type for a field of a Debezium struct schema, for creating
  * a replica table from the events' schema.
  */

@@ -828,6 +828,23 @@ find_header(Jsonb *headers, text *name, bool *is_base64)
 }
 
 /*
+ * The text value of the first header named name in a headers jsonb as
+ * scans return it, palloc'd; NULL if there is none, its value is null or
+ * binary.  For C callers (cdc_apply.c).
+ */
+char *
+kafka_header_text(Jsonb *headers, const char *name)
+{
+	JsonbValue *value;
+	bool		is_base64;
+
+	value = find_header(headers, cstring_to_text(name), &is_base64);
+	if (value == NULL || is_base64)
+		return NULL;
+	return pnstrdup(value->val.string.val, value->val.string.len);
+}
+
+/*
  * kafka.header(jsonb, name text) -> text
  *
  * The value of the first header named name; NULL if there is none or its
