@@ -8,7 +8,8 @@
 # EVENTS (1000000) Debezium change events of an orders table (schemas off, Debezium's JSON shape:
 # {"before","after","source","op","ts_ms"}, key {"id":N}; about 45% updates, 40% creates, 15% deletes
 # of ids created before; price as a JSON number (decimal.handling.mode=double), updated_at as
-# MicroTimestamp) are produced to a topic of PARTITIONS partitions, keyed, so each key's events stay
+# MicroTimestamp; SCHEMAS=1: with schemas, {"schema","payload"}, the JSON converter's default, the
+# schema of Debezium's PostgreSQL connector for the table) are produced to a topic of PARTITIONS partitions, keyed, so each key's events stay
 # in order in one partition. Then RUNS times, each from an empty target:
 #   1. kafka.apply_replica() of a replica adopting an empty table orders(id PRIMARY KEY, ...);
 #   2. the hand-written way, as the source material's MERGE procedure: COPY of the same events into a
@@ -29,6 +30,8 @@ cd "$REPO_ROOT"
 EVENTS="${EVENTS:-1000000}"
 PARTITIONS="${PARTITIONS:-64}"
 RUNS="${RUNS:-3}"
+SCHEMAS="${SCHEMAS:-0}"
+PAYLOAD=""; [ "$SCHEMAS" = 1 ] && PAYLOAD="->'payload'"
 TOPIC=cdc_bench
 DB=cdc_bench
 
@@ -41,9 +44,29 @@ bench_start "$DB"
 chmod 777 "$WORK_DIR"
 
 log "generating $EVENTS change events"
-python3 - "$EVENTS" "$WORK_DIR/events.kcat" "$WORK_DIR/events.copy" <<'PY'
+python3 - "$EVENTS" "$WORK_DIR/events.kcat" "$WORK_DIR/events.copy" "$SCHEMAS" <<'PY'
 import json, random, sys
-n, kcat_path, copy_path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+n, kcat_path, copy_path, schemas = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+# with schemas: Debezium's JSON converter default, {"schema": ..., "payload": ...} (the schema of its
+# PostgreSQL connector for this table: the envelope, before/after structs, source block, op, ts_ms)
+def fld(name, typ, optional=True, logical=None):
+    f = {"type": typ, "optional": optional}
+    if logical: f["name"] = logical; f["version"] = 1
+    f["field"] = name
+    return f
+ROW = [fld("id", "int32", False), fld("customer_id", "int32"), fld("item", "string"),
+       fld("price", "double"), fld("qty", "int32"), fld("status", "string"),
+       fld("updated_at", "int64", True, "io.debezium.time.MicroTimestamp")]
+SRC = [fld("version", "string", False), fld("connector", "string", False), fld("name", "string", False),
+       fld("db", "string", False), fld("schema", "string", False), fld("table", "string", False)]
+VALUE_SCHEMA = {"type": "struct", "fields": [
+    {"type": "struct", "fields": ROW, "optional": True, "name": "bench.public.orders.Value", "field": "before"},
+    {"type": "struct", "fields": ROW, "optional": True, "name": "bench.public.orders.Value", "field": "after"},
+    {"type": "struct", "fields": SRC, "optional": False, "name": "io.debezium.connector.postgresql.Source", "field": "source"},
+    fld("op", "string", False), fld("ts_ms", "int64")],
+    "optional": False, "name": "bench.public.orders.Envelope", "version": 2}
+KEY_SCHEMA = {"type": "struct", "fields": [fld("id", "int32", False)], "optional": False,
+              "name": "bench.public.orders.Key"}
 rnd = random.Random(42)
 live, next_id = [], 1
 items = ["keyboard", "monitor", "microphone", "desk lamp", "chair", "headphones"]
@@ -68,8 +91,12 @@ with open(kcat_path, "w") as k, open(copy_path, "w") as c:
         else:
             j = rnd.randrange(len(live)); i = live[j]; live[j] = live[-1]; live.pop()
             ev = {"before": {"id": i}, "after": None, "source": src, "op": "d", "ts_ms": seq}
-        key = json.dumps({"id": i}, separators=(",", ":"))
-        val = json.dumps(ev, separators=(",", ":"))
+        key, val = {"id": i}, ev
+        if schemas:
+            key = {"schema": KEY_SCHEMA, "payload": key}
+            val = {"schema": VALUE_SCHEMA, "payload": ev}
+        key = json.dumps(key, separators=(",", ":"))
+        val = json.dumps(val, separators=(",", ":"))
         k.write(key + "\t" + val + "\n")
         c.write("%d\t%s\t%s\n" % (seq, esc(key), esc(val)))
 PY
@@ -124,8 +151,9 @@ SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 BEGIN;
 COPY staging FROM '$WORK_DIR/events.copy';
 WITH last AS (
-  SELECT DISTINCT ON ((k->>'id')::int) (k->>'id')::int AS id, v->>'op' AS op, v->'after' AS a
-    FROM staging ORDER BY (k->>'id')::int, seq DESC
+  SELECT DISTINCT ON ((k$PAYLOAD->>'id')::int) (k$PAYLOAD->>'id')::int AS id, v$PAYLOAD->>'op' AS op,
+         v$PAYLOAD->'after' AS a
+    FROM staging ORDER BY (k$PAYLOAD->>'id')::int, seq DESC
 ), gone AS (
   DELETE FROM orders_sql o USING last l WHERE o.id = l.id AND l.op = 'd'
 )
@@ -161,7 +189,7 @@ a_med="$(median "${apply_ms[*]}")"
 m_med="$(median "${merge_ms[*]}")"
 calc() { awk "BEGIN { print $1 }"; }
 echo
-echo "CDC apply benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $EVENTS Debezium events (c/u/d), $PARTITIONS partitions, median of $RUNS runs"
+echo "CDC apply benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $EVENTS Debezium events (c/u/d, $( [ "$SCHEMAS" = 1 ] && echo "JSON with schemas" || echo "JSON without schemas")), $PARTITIONS partitions, median of $RUNS runs"
 echo "broker: $BENCH_BROKER_DESC"
 bench_host_line
 printf '%-52s %10s %12s %12s\n' "what" "median ms" "events/s" "broker CPU"

@@ -72,6 +72,18 @@ typedef struct CdcTable
 	AttrNumber *keys;			/* the primary key's columns */
 	int			cache_size;
 	int		   *field_cache;	/* the column of the i-th field last seen, or -1 */
+
+	/*
+	 * The value schema of the last event with schemas, parsed once for as
+	 * long as the events carry the same schema text (cdc_decode.c).
+	 */
+	MemoryContext schema_cxt;
+	char	   *schema_text;
+	size_t		schema_len;
+	struct CdcFieldInfo *after_fields;
+	int			nafter;
+	struct CdcFieldInfo *before_fields;
+	int			nbefore;
 } CdcTable;
 
 /* A column of a replica table to create, from the events' schema. */

@@ -60,12 +60,15 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/typcache.h"
+#include "common/hashfn.h"
 
 #include "cdc.h"
 #include "functions.h"
 
-#define CDC_BATCH_EVENTS 4096
-#define CDC_BATCH_BYTES (8 * 1024 * 1024)
+#define CDC_BATCH_EVENTS 65536
+#define CDC_BATCH_BYTES (32 * 1024 * 1024)
+
 
 /* The scan query's columns. */
 enum
@@ -95,6 +98,19 @@ typedef struct CdcRecord
 	char	   *oldkey;			/* header __debezium.oldkey: the create of a move */
 	bool		deferred;		/* a move's delete, applied after its create */
 } CdcRecord;
+
+/*
+ * The last event of a key in the window (see collect_record()): a delete,
+ * or a full row that replaces whatever the key's row was.
+ */
+typedef struct CdcImage
+{
+	uint32		hash;
+	bool		is_delete;
+	Datum	   *values;			/* a row of the table; for a delete its key */
+	bool	   *isnull;
+	const CdcRecord *record;	/* in the batch, for the error context */
+} CdcImage;
 
 typedef struct CdcApply
 {
@@ -149,6 +165,28 @@ typedef struct CdcApply
 	CdcRecord **saved_pending;	/* for undoing a failed subtransaction */
 	KafkaRecordFingerprint *saved_pending_passed;
 	CdcEvent	keyev;			/* the old key of a move */
+
+	/*
+	 * Collapsing: within a batch, an event that sets the whole row (c, r, u
+	 * with every column and no placeholder) or deletes it makes the key's
+	 * earlier events of the batch irrelevant, so only each key's last such
+	 * event is written (flush_window()), as a hand-written MERGE keeps the
+	 * last change per key.  Other events (partial rows, moves, truncates,
+	 * new columns) flush the window and are applied one by one.
+	 */
+	bool		collapse;		/* the key's types have hash and equality */
+	FmgrInfo   *key_hash;		/* per key column */
+	FmgrInfo   *key_eq;
+	Oid		   *key_coll;
+	MemoryContext window_cxt;	/* the images, reset by each flush */
+	CdcImage   *images;
+	int			nimages;
+	int			images_cap;
+	int		   *slots;			/* open addressing into images, -1 empty */
+	int			nslots;
+	int64	   *saved_stop;		/* for undoing a failed subtransaction */
+	KafkaRecordFingerprint *saved_passed;
+	int			saved_ncolumns;
 
 	uint64		applied;
 } CdcApply;
@@ -228,23 +266,25 @@ fill_slot(CdcApply *a, TupleTableSlot *slot, TupleTableSlot *old, bool keys_only
  * SnapshotSelf shows this transaction's own changes of earlier events.
  */
 static bool
-find_row(CdcApply *a, const CdcEvent *ev)
+find_row_values(CdcApply *a, const Datum *values)
 {
 	CdcTable   *t = &a->table;
 	IndexScanDesc scan;
 	bool		found;
 
 	for (int k = 0; k < t->nkeys; k++)
-	{
-		int			c = t->keys[k] - 1;
-
-		a->scankeys[k].sk_argument = ev->values[c];
-	}
+		a->scankeys[k].sk_argument = values[t->keys[k] - 1];
 	scan = index_beginscan(a->rel, a->index, SnapshotSelf, t->nkeys, 0);
 	index_rescan(scan, a->scankeys, t->nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, a->old_slot);
 	index_endscan(scan);
 	return found;
+}
+
+static bool
+find_row(CdcApply *a, const CdcEvent *ev)
+{
+	return find_row_values(a, ev->values);
 }
 
 /* Delete every row: Debezium's truncate event, without TRUNCATE's lock. */
@@ -475,24 +515,216 @@ apply_record(CdcApply *a, const CdcRecord *r)
 	return applied;
 }
 
+/* What an attempt changes outside the database, to undo when it fails. */
 static void
 save_pending(CdcApply *a)
 {
-	for (int i = 0; i < a->ctx->nparts; i++)
-	{
-		a->saved_pending[i] = a->pending[i];
-		a->saved_pending_passed[i] = a->pending_passed[i];
-	}
+	int			n = Max(a->ctx->nparts, 1);
+
+	memcpy(a->saved_pending, a->pending, sizeof(CdcRecord *) * n);
+	memcpy(a->saved_pending_passed, a->pending_passed, sizeof(KafkaRecordFingerprint) * n);
+	memcpy(a->saved_stop, a->stop_offset, sizeof(int64) * n);
+	memcpy(a->saved_passed, a->last_passed, sizeof(KafkaRecordFingerprint) * n);
+	a->saved_ncolumns = list_length(a->new_columns);
 }
 
 static void
 restore_pending(CdcApply *a)
 {
-	for (int i = 0; i < a->ctx->nparts; i++)
+	int			n = Max(a->ctx->nparts, 1);
+
+	memcpy(a->pending, a->saved_pending, sizeof(CdcRecord *) * n);
+	memcpy(a->pending_passed, a->saved_pending_passed, sizeof(KafkaRecordFingerprint) * n);
+	memcpy(a->stop_offset, a->saved_stop, sizeof(int64) * n);
+	memcpy(a->last_passed, a->saved_passed, sizeof(KafkaRecordFingerprint) * n);
+	a->new_columns = list_truncate(a->new_columns, a->saved_ncolumns);
+}
+
+static void
+reset_window(CdcApply *a)
+{
+	MemoryContextReset(a->window_cxt);
+	a->images = NULL;
+	a->slots = NULL;
+	a->nimages = a->images_cap = a->nslots = 0;
+}
+
+/* Write each key's last event of the window. */
+static void
+flush_window(CdcApply *a)
+{
+	CdcTable   *t = &a->table;
+
+	if (a->nimages == 0)
 	{
-		a->pending[i] = a->saved_pending[i];
-		a->pending_passed[i] = a->saved_pending_passed[i];
+		reset_window(a);
+		return;
 	}
+	/* rows of earlier commands only: each key is written once below */
+	CommandCounterIncrement();
+	a->estate->es_output_cid = GetCurrentCommandId(true);
+	for (int i = 0; i < a->nimages; i++)
+	{
+		CdcImage   *img = &a->images[i];
+		bool		found = find_row_values(a, img->values);
+
+		CHECK_FOR_INTERRUPTS();
+		a->current = img->record;
+		if (!img->is_delete)
+		{
+			ExecClearTuple(a->new_slot);
+			memcpy(a->new_slot->tts_values, img->values, sizeof(Datum) * t->ncols);
+			memcpy(a->new_slot->tts_isnull, img->isnull, sizeof(bool) * t->ncols);
+			ExecStoreVirtualTuple(a->new_slot);
+		}
+		if (found && img->is_delete)
+			ExecSimpleRelationDelete(a->rri, a->estate, &a->epq, a->old_slot);
+		else if (found)
+			ExecSimpleRelationUpdate(a->rri, a->estate, &a->epq, a->old_slot, a->new_slot);
+		else if (!img->is_delete)
+			ExecSimpleRelationInsert(a->rri, a->estate, a->new_slot);
+		ExecClearTuple(a->old_slot);
+		ExecClearTuple(a->new_slot);
+		ResetPerTupleExprContext(a->estate);
+	}
+	a->current = NULL;
+	CommandCounterIncrement();
+	a->estate->es_output_cid = GetCurrentCommandId(true);
+	reset_window(a);
+}
+
+static uint32
+key_hash(CdcApply *a, const Datum *values)
+{
+	uint32		h = 0;
+
+	for (int k = 0; k < a->table.nkeys; k++)
+		h = hash_combine(h, DatumGetUInt32(FunctionCall1Coll(&a->key_hash[k], a->key_coll[k],
+															 values[a->table.keys[k] - 1])));
+	return h;
+}
+
+static bool
+same_key(CdcApply *a, const Datum *x, const Datum *y)
+{
+	for (int k = 0; k < a->table.nkeys; k++)
+	{
+		int			c = a->table.keys[k] - 1;
+
+		if (!DatumGetBool(FunctionCall2Coll(&a->key_eq[k], a->key_coll[k], x[c], y[c])))
+			return false;
+	}
+	return true;
+}
+
+/* Make image the last event of its key in the window. */
+static void
+add_image(CdcApply *a, CdcImage *img)
+{
+	if (a->nimages == a->images_cap)
+	{
+		MemoryContext old = MemoryContextSwitchTo(a->window_cxt);
+		int			cap = Max(1024, a->images_cap * 2);
+
+		a->images = a->images ? repalloc(a->images, sizeof(CdcImage) * cap) :
+			palloc(sizeof(CdcImage) * cap);
+		a->images_cap = cap;
+		/* the slots: twice the images, rehashed */
+		a->nslots = cap * 2;
+		a->slots = palloc(sizeof(int) * a->nslots);
+		memset(a->slots, -1, sizeof(int) * a->nslots);
+		for (int i = 0; i < a->nimages; i++)
+		{
+			int			s = a->images[i].hash & (a->nslots - 1);
+
+			while (a->slots[s] >= 0)
+				s = (s + 1) & (a->nslots - 1);
+			a->slots[s] = i;
+		}
+		MemoryContextSwitchTo(old);
+	}
+	{
+		int			s = img->hash & (a->nslots - 1);
+
+		for (; a->slots[s] >= 0; s = (s + 1) & (a->nslots - 1))
+		{
+			CdcImage   *other = &a->images[a->slots[s]];
+
+			if (other->hash == img->hash && same_key(a, other->values, img->values))
+			{
+				*other = *img;
+				return;
+			}
+		}
+		a->slots[s] = a->nimages;
+		a->images[a->nimages++] = *img;
+	}
+}
+
+/* Does the decoded event set the whole row (or delete it), whatever it was? */
+static bool
+sets_whole_row(const CdcTable *t, const CdcEvent *ev)
+{
+	if (ev->new_columns != NIL)
+		return false;
+	if (ev->op == CDC_OP_DELETE)
+		return true;
+	if (ev->op != CDC_OP_CREATE && ev->op != CDC_OP_READ && ev->op != CDC_OP_UPDATE)
+		return false;
+	if (ev->has_unavailable)
+		return false;
+	for (int i = 0; i < t->ncols; i++)
+		if (t->cols[i].name && !ev->present[i])
+			return false;
+	return true;
+}
+
+static int	apply_record(CdcApply *a, const CdcRecord *r);
+
+/*
+ * Take a record into the window, or (for events that are not whole rows or
+ * deletes) flush the window and apply the record.  Returns events applied.
+ */
+static int
+collect_record(CdcApply *a, const CdcRecord *r)
+{
+	int			pi = partition_index(a, r->partition);
+	CdcEvent   *ev = &a->ev;
+	CdcImage	img;
+	MemoryContext old;
+
+	if (a->stop_offset[pi] >= 0 && r->offset >= a->stop_offset[pi])
+		return 0;
+	if (!a->collapse || r->deferred || a->pending[pi] || r->newkey || r->oldkey)
+	{
+		flush_window(a);
+		return apply_record(a, r);
+	}
+	if (r->value == NULL)
+	{
+		passed(a, r);			/* a tombstone */
+		return 0;
+	}
+	old = MemoryContextSwitchTo(a->window_cxt);
+	a->current = r;
+	cdc_decode_event(&a->table, r->key, r->keylen, r->value, r->valuelen, ev);
+	a->current = NULL;
+	MemoryContextSwitchTo(old);
+	if (!sets_whole_row(&a->table, ev))
+	{
+		flush_window(a);
+		return apply_record(a, r);
+	}
+	img.is_delete = ev->op == CDC_OP_DELETE;
+	img.values = MemoryContextAlloc(a->window_cxt, sizeof(Datum) * a->table.ncols);
+	img.isnull = MemoryContextAlloc(a->window_cxt, sizeof(bool) * a->table.ncols);
+	memcpy(img.values, ev->values, sizeof(Datum) * a->table.ncols);
+	memcpy(img.isnull, ev->isnull, sizeof(bool) * a->table.ncols);
+	img.hash = key_hash(a, img.values);
+	img.record = r;
+	add_image(a, &img);
+	passed(a, r);
+	return 1;
 }
 
 static void apply_batch(CdcApply *a);
@@ -564,7 +796,8 @@ apply_in_subtransaction(CdcApply *a, int from, int to)
 	{
 		save_pending(a);
 		for (int i = from; i < to; i++)
-			applied += apply_record(a, &a->batch[i]);
+			applied += collect_record(a, &a->batch[i]);
+		flush_window(a);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -581,6 +814,7 @@ apply_in_subtransaction(CdcApply *a, int from, int to)
 		ExecClearTuple(a->search_slot);
 		a->current = NULL;
 		MemoryContextReset(a->event_cxt);
+		reset_window(a);
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -591,6 +825,31 @@ apply_in_subtransaction(CdcApply *a, int from, int to)
 	}
 	PG_END_TRY();
 	return edata;
+}
+
+/*
+ * Apply records [from, to) in a subtransaction; if one fails, each half
+ * again, down to the failing records, which are skipped and logged: a few
+ * bad events cost a few subtransactions, not one per event.
+ */
+static void
+apply_range(CdcApply *a, int from, int to)
+{
+	ErrorData  *edata = apply_in_subtransaction(a, from, to);
+	int			mid = from + (to - from) / 2;
+
+	if (edata == NULL)
+		return;
+	if (to - from == 1)
+	{
+		skip_record(a, &a->batch[from], kafka_error_skip_reason(edata));
+		passed(a, &a->batch[from]);
+		FreeErrorData(edata);
+		return;
+	}
+	FreeErrorData(edata);
+	apply_range(a, from, mid);
+	apply_range(a, mid, to);
 }
 
 static void
@@ -606,31 +865,16 @@ apply_batch(CdcApply *a)
 	if (a->on_error_fail)
 	{
 		for (int i = 0; i < a->nbatch; i++)
-			a->applied += apply_record(a, &a->batch[i]);
+			a->applied += collect_record(a, &a->batch[i]);
+		flush_window(a);
 	}
-	else if (a->nbatch > 0 && apply_in_subtransaction(a, 0, a->nbatch) != NULL)
-	{
-		/* some event failed: again one by one, skipping those that fail */
-		for (int i = 0; i < a->nbatch; i++)
-		{
-			ErrorData  *edata = apply_in_subtransaction(a, i, i + 1);
-
-			if (edata)
-			{
-				char	   *reason = kafka_error_skip_reason(edata);
-
-				skip_record(a, &a->batch[i], reason);
-				passed(a, &a->batch[i]);
-				FreeErrorData(edata);
-			}
-		}
-	}
+	else if (a->nbatch > 0)
+		apply_range(a, 0, a->nbatch);
 	error_context_stack = errcb.previous;
 	a->nbatch = 0;
 	a->batch_bytes = 0;
 	MemoryContextReset(a->batch_cxt);
 }
-
 
 static bool
 cdc_receive(TupleTableSlot *slot, DestReceiver *self)
@@ -758,6 +1002,7 @@ cdc_destroy(DestReceiver *self)
 
 	MemoryContextDelete(a->batch_cxt);
 	MemoryContextDelete(a->event_cxt);
+	MemoryContextDelete(a->window_cxt);
 	pfree(a);
 }
 
@@ -790,6 +1035,29 @@ create_apply_dest(Relation replica, void *arg)
 	a->cxt = CurrentMemoryContext;
 	a->stop_offset = palloc(sizeof(int64) * Max(a->ctx->nparts, 1));
 	a->last_passed = palloc(sizeof(KafkaRecordFingerprint) * Max(a->ctx->nparts, 1));
+	a->saved_stop = palloc0(sizeof(int64) * Max(a->ctx->nparts, 1));
+	a->saved_passed = palloc0(sizeof(KafkaRecordFingerprint) * Max(a->ctx->nparts, 1));
+	a->window_cxt = AllocSetContextCreate(CurrentMemoryContext, "kafka_fdw replica window",
+										  ALLOCSET_DEFAULT_SIZES);
+	a->key_hash = palloc0(sizeof(FmgrInfo) * a->table.nkeys);
+	a->key_eq = palloc0(sizeof(FmgrInfo) * a->table.nkeys);
+	a->key_coll = palloc0(sizeof(Oid) * a->table.nkeys);
+	a->collapse = true;
+	for (int k = 0; k < a->table.nkeys; k++)
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(replica), a->table.keys[k] - 1);
+		TypeCacheEntry *tc = lookup_type_cache(att->atttypid,
+											   TYPECACHE_HASH_PROC_FINFO | TYPECACHE_EQ_OPR_FINFO);
+
+		if (!OidIsValid(tc->hash_proc_finfo.fn_oid) || !OidIsValid(tc->eq_opr_finfo.fn_oid))
+		{
+			a->collapse = false;
+			break;
+		}
+		fmgr_info_copy(&a->key_hash[k], &tc->hash_proc_finfo, CurrentMemoryContext);
+		fmgr_info_copy(&a->key_eq[k], &tc->eq_opr_finfo, CurrentMemoryContext);
+		a->key_coll[k] = att->attcollation;
+	}
 	a->pending = palloc0(sizeof(CdcRecord *) * Max(a->ctx->nparts, 1));
 	a->saved_pending = palloc0(sizeof(CdcRecord *) * Max(a->ctx->nparts, 1));
 	a->pending_passed = palloc0(sizeof(KafkaRecordFingerprint) * Max(a->ctx->nparts, 1));

@@ -48,6 +48,7 @@
 #include "utils/date.h"
 #include "utils/float.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 #include "common/int.h"
@@ -60,6 +61,15 @@
 /* Days and microseconds between the Unix and PostgreSQL epochs. */
 #define EPOCH_DIFF_DAYS (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE)
 #define EPOCH_DIFF_USECS ((int64) EPOCH_DIFF_DAYS * USECS_PER_DAY)
+
+/* A field of a struct schema, with how its values become column values. */
+typedef struct CdcFieldInfo
+{
+	const char *name;
+	CdcConversion conv;
+	int32		scale;
+	json_t	   *schema;			/* the field's schema */
+} CdcFieldInfo;
 
 static void *
 cdc_json_alloc(size_t size)
@@ -189,6 +199,12 @@ cdc_table_init(CdcTable *t, Relation rel)
 	}
 	for (int k = 0; k < t->nkeys; k++)
 		t->cols[t->keys[k] - 1].is_key = true;
+	t->schema_cxt = AllocSetContextCreate(CurrentMemoryContext, "kafka_fdw replica schema",
+										  ALLOCSET_SMALL_SIZES);
+	t->schema_text = NULL;
+	t->schema_len = 0;
+	t->after_fields = t->before_fields = NULL;
+	t->nafter = t->nbefore = 0;
 	t->cache_size = desc->natts + 8;
 	t->field_cache = palloc(sizeof(int) * t->cache_size);
 	for (int i = 0; i < t->cache_size; i++)
@@ -568,13 +584,51 @@ is_unavailable(const CdcColumn *c, json_t *v)
 		(c->typid == BYTEAOID && strcmp(s, UNAVAILABLE_VALUE_BASE64) == 0);
 }
 
+/* The fields of a struct schema ("fields": [...]) with their conversions. */
+static CdcFieldInfo *
+field_infos(json_t *fields, int *n)
+{
+	CdcFieldInfo *infos;
+	json_t	   *f;
+	size_t		i;
+
+	*n = 0;
+	if (!json_is_array(fields))
+		return NULL;
+	infos = palloc0(sizeof(CdcFieldInfo) * Max(json_array_size(fields), 1));
+	json_array_foreach(fields, i, f)
+	{
+		infos[i].name = json_string_value(json_object_get(f, "field"));
+		if (infos[i].name == NULL)
+			infos[i].name = "";
+		infos[i].conv = schema_conversion(f, &infos[i].scale);
+		infos[i].schema = f;
+	}
+	*n = (int) json_array_size(fields);
+	return infos;
+}
+
+/* The schema of the pos-th field of a row: by position first, else by name. */
+static const CdcFieldInfo *
+field_info(const CdcFieldInfo *infos, int n, const char *name, int pos)
+{
+	if (pos < n && strcmp(infos[pos].name, name) == 0)
+		return &infos[pos];
+	for (int i = 0; i < n; i++)
+		if (strcmp(infos[i].name, name) == 0)
+			return &infos[i];
+	return NULL;
+}
+
 /*
  * Fill the event's row image from a JSON object of fields (after, before or
- * the key), with the struct schema's fields if the event has a schema.
- * keys_only: take only the primary key's columns (a delete).
+ * the key), with the struct schema's fields (infos, n) if the event has a
+ * schema (infos NULL: it has none).  keys_only: take only the primary key's
+ * columns (a delete).
  */
 static void
-fill_row(CdcTable *t, json_t *row, json_t *fields, bool keys_only, CdcEvent *ev)
+fill_row(CdcTable *t, json_t *row, const CdcFieldInfo *infos, int n, bool keys_only,
+		 CdcEvent *ev)
 {
 	const char *name;
 	json_t	   *v;
@@ -584,20 +638,18 @@ fill_row(CdcTable *t, json_t *row, json_t *fields, bool keys_only, CdcEvent *ev)
 	{
 		int			c = field_column(t, name, pos);
 		const CdcColumn *col;
-		CdcConversion conv;
-		int32		scale;
+		const CdcFieldInfo *fi = infos ? field_info(infos, n, name, pos) : NULL;
 
+		pos++;
 		if (c < 0)
 		{
-			json_t	   *fs = keys_only ? NULL : field_schema(fields, name, pos);
-
-			if (fs)
+			if (fi && !keys_only)
 			{
 				/* a column added at the source: the replica gets it too */
 				CdcColumnDef *def = palloc(sizeof(CdcColumnDef));
 
 				def->name = pstrdup(name);
-				def->type_sql = column_type_sql(fs);
+				def->type_sql = column_type_sql(fi->schema);
 				def->not_null = false;
 				ev->new_columns = lappend(ev->new_columns, def);
 			}
@@ -605,11 +657,9 @@ fill_row(CdcTable *t, json_t *row, json_t *fields, bool keys_only, CdcEvent *ev)
 				bad_event(ERRCODE_INVALID_PARAMETER_VALUE,
 						  "the event has column \"%s\", which replica table \"%s\" lacks",
 						  name, t->name);
-			pos++;
 			continue;
 		}
 		col = &t->cols[c];
-		pos++;
 		if (keys_only && !col->is_key)
 			continue;
 		ev->present[c] = true;
@@ -623,22 +673,25 @@ fill_row(CdcTable *t, json_t *row, json_t *fields, bool keys_only, CdcEvent *ev)
 			ev->unavailable[c] = ev->has_unavailable = true;
 			continue;
 		}
-		if (fields)
-		{
-			json_t	   *fs = field_schema(fields, name, pos - 1);
-
-			conv = fs ? schema_conversion(fs, &scale) : CDC_CONV_TEXT;
-		}
-		else
-		{
-			conv = col->schemaless;
-			scale = col->schemaless_scale;
-		}
 		if (ev->new_columns != NIL)
 			continue;			/* the event waits for the new columns */
-		ev->values[c] = convert_value(col, v, conv, scale);
+		if (infos)
+			ev->values[c] = convert_value(col, v, fi ? fi->conv : CDC_CONV_TEXT,
+										  fi ? fi->scale : -1);
+		else
+			ev->values[c] = convert_value(col, v, col->schemaless, col->schemaless_scale);
 		ev->isnull[c] = false;
 	}
+}
+
+/* fill_row() with the struct schema given as its JSON "fields" (or NULL). */
+static void
+fill_row_with_fields(CdcTable *t, json_t *row, json_t *fields, bool keys_only, CdcEvent *ev)
+{
+	int			n;
+	CdcFieldInfo *infos = fields ? field_infos(fields, &n) : NULL;
+
+	fill_row(t, row, infos, infos ? n : 0, keys_only, ev);
 }
 
 static bool
@@ -687,11 +740,169 @@ parse_document(const char *what, const char *data, size_t len, json_t **schema)
 	return root;
 }
 
+static const char *
+skip_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* Past a JSON string starting at p (a quote), or NULL. */
+static const char *
+skip_string(const char *p, const char *end)
+{
+	for (p++; p < end; p++)
+	{
+		if (*p == '\\')
+			p++;
+		else if (*p == '"')
+			return p + 1;
+	}
+	return NULL;
+}
+
+/* Past the JSON value starting at p, or NULL; only brackets and strings are checked. */
+static const char *
+skip_value(const char *p, const char *end)
+{
+	int			depth = 0;
+
+	if (p >= end)
+		return NULL;
+	if (*p == '"')
+		return skip_string(p, end);
+	if (*p != '{' && *p != '[')
+	{
+		while (p < end && strchr(",}] \t\r\n", *p) == NULL)
+			p++;
+		return p;
+	}
+	while (p < end)
+	{
+		if (*p == '"')
+		{
+			p = skip_string(p, end);
+			if (p == NULL)
+				return NULL;
+			continue;
+		}
+		if (*p == '{' || *p == '[')
+			depth++;
+		else if ((*p == '}' || *p == ']') && --depth == 0)
+			return p + 1;
+		p++;
+	}
+	return NULL;
+}
+
+static const char *
+skip_literal(const char *p, const char *end, const char *lit)
+{
+	size_t		n = strlen(lit);
+
+	p = skip_ws(p, end);
+	if ((size_t) (end - p) < n || memcmp(p, lit, n) != 0)
+		return NULL;
+	return skip_ws(p + n, end);
+}
+
+/*
+ * Split {"schema": S, "payload": P} (the JSON converter's layout) into the
+ * texts of S and P, without parsing them; false for any other layout.
+ */
+static bool
+split_envelope(const char *data, size_t len, const char **s, size_t *slen,
+			   const char **pl, size_t *plen)
+{
+	const char *end = data + len;
+	const char *p;
+	const char *e;
+
+	if ((p = skip_literal(data, end, "{")) == NULL ||
+		(p = skip_literal(p, end, "\"schema\"")) == NULL ||
+		(p = skip_literal(p, end, ":")) == NULL ||
+		(e = skip_value(p, end)) == NULL)
+		return false;
+	*s = p;
+	*slen = e - p;
+	if ((p = skip_literal(e, end, ",")) == NULL ||
+		(p = skip_literal(p, end, "\"payload\"")) == NULL ||
+		(p = skip_literal(p, end, ":")) == NULL ||
+		(e = skip_value(p, end)) == NULL)
+		return false;
+	*pl = p;
+	*plen = e - p;
+	return skip_literal(e, end, "}") == end;
+}
+
+/*
+ * Parse an event's value.  With schemas in the converter's layout, the
+ * schema is parsed only when its text differs from the last event's (it is
+ * most of the message, and the same for every event of a table version);
+ * its fields' conversions are kept in the table.  Sets *with_schema.
+ */
+static json_t *
+parse_value(CdcTable *t, const char *data, size_t len, bool *with_schema)
+{
+	const char *s;
+	const char *pl;
+	size_t		slen;
+	size_t		plen;
+	json_error_t err;
+	json_t	   *payload;
+
+	if (!split_envelope(data, len, &s, &slen, &pl, &plen))
+	{
+		json_t	   *schema;
+
+		payload = parse_document("value", data, len, &schema);
+		*with_schema = schema != NULL;
+		if (schema)
+		{
+			/* not the usual layout: the schema of this event only */
+			t->schema_len = 0;
+			t->after_fields = field_infos(struct_fields(schema, "after"), &t->nafter);
+			t->before_fields = field_infos(struct_fields(schema, "before"), &t->nbefore);
+		}
+		return payload;
+	}
+	*with_schema = !(slen == 4 && memcmp(s, "null", 4) == 0);
+	if (*with_schema && (t->schema_len != slen || memcmp(t->schema_text, s, slen) != 0))
+	{
+		MemoryContext old;
+		json_t	   *schema;
+
+		t->schema_len = 0;
+		MemoryContextReset(t->schema_cxt);
+		old = MemoryContextSwitchTo(t->schema_cxt);
+		schema = json_loadb(s, slen, 0, &err);
+		if (schema == NULL)
+		{
+			MemoryContextSwitchTo(old);
+			bad_event(ERRCODE_INVALID_TEXT_REPRESENTATION,
+					  "the value's schema is not valid JSON: %s (at position %d)", err.text, err.position);
+		}
+		t->after_fields = field_infos(struct_fields(schema, "after"), &t->nafter);
+		t->before_fields = field_infos(struct_fields(schema, "before"), &t->nbefore);
+		t->schema_text = palloc(slen);
+		memcpy(t->schema_text, s, slen);
+		MemoryContextSwitchTo(old);
+		t->schema_len = slen;
+	}
+	payload = json_loadb(pl, plen, JSON_DECODE_ANY, &err);
+	if (payload == NULL)
+		bad_event(ERRCODE_INVALID_TEXT_REPRESENTATION,
+				  "the value is not valid JSON: %s (at position %d)", err.text,
+				  err.position + (int) (pl - data));
+	return payload;
+}
+
 void
 cdc_decode_event(CdcTable *t, const char *key, size_t keylen,
 				 const char *value, size_t valuelen, CdcEvent *ev)
 {
-	json_t	   *schema;
+	bool		with_schema;
 	json_t	   *payload;
 	json_t	   *opv;
 	const char *op;
@@ -700,7 +911,7 @@ cdc_decode_event(CdcTable *t, const char *key, size_t keylen,
 	ev->op = CDC_OP_NONE;
 	if (value == NULL)
 		return;					/* a tombstone: the delete before it did the work */
-	payload = parse_document("value", value, valuelen, &schema);
+	payload = parse_value(t, value, valuelen, &with_schema);
 	if (json_is_null(payload))
 		return;
 	if (!json_is_object(payload))
@@ -721,7 +932,7 @@ cdc_decode_event(CdcTable *t, const char *key, size_t keylen,
 		json_t	   *before = json_object_get(payload, "before");
 
 		if (json_is_object(before))
-			fill_row(t, before, struct_fields(schema, "before"), true, ev);
+			fill_row(t, before, with_schema ? t->before_fields : NULL, t->nbefore, true, ev);
 		if (!has_all_keys(t, ev) && key != NULL)
 		{
 			json_t	   *kschema;
@@ -729,7 +940,7 @@ cdc_decode_event(CdcTable *t, const char *key, size_t keylen,
 
 			reset_row(t, ev);
 			if (json_is_object(k))
-				fill_row(t, k, struct_fields(kschema, NULL), true, ev);
+				fill_row_with_fields(t, k, struct_fields(kschema, NULL), true, ev);
 		}
 	}
 	else
@@ -739,7 +950,7 @@ cdc_decode_event(CdcTable *t, const char *key, size_t keylen,
 		if (!json_is_object(after))
 			bad_event(ERRCODE_INVALID_TEXT_REPRESENTATION,
 					  "the change event (op \"%s\") has no \"after\" row", op);
-		fill_row(t, after, struct_fields(schema, "after"), false, ev);
+		fill_row(t, after, with_schema ? t->after_fields : NULL, t->nafter, false, ev);
 	}
 	if (ev->new_columns == NIL && !has_all_keys(t, ev))
 		bad_event(ERRCODE_NOT_NULL_VIOLATION,
@@ -760,7 +971,7 @@ cdc_decode_key(CdcTable *t, const char *key, size_t keylen, CdcEvent *ev)
 	reset_row(t, ev);
 	k = parse_document("key", key, keylen, &kschema);
 	if (json_is_object(k))
-		fill_row(t, k, struct_fields(kschema, NULL), true, ev);
+		fill_row_with_fields(t, k, struct_fields(kschema, NULL), true, ev);
 	return has_all_keys(t, ev);
 }
 
