@@ -146,6 +146,7 @@ typedef struct KafkaStagedState
 	char	   *payload;		/* jsonb text: state, offsets, logs, rows */
 	char	   *topic;			/* the topic the dumped offsets belong to */
 	int64		rows;			/* rows of the view in the dump */
+	char	   *owner;			/* the role that owned the dumped view */
 } KafkaStagedState;
 
 extern Datum kafka_stream_dump_state(Oid mv_oid);

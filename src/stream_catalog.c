@@ -642,6 +642,8 @@ kafka_stream_dump_state(Oid mv_oid)
 
 	spi_begin(&s);
 	spi_exec("SELECT pg_catalog.jsonb_build_object("
+			 "'owner', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c "
+			 "WHERE c.oid OPERATOR(pg_catalog.=) l.mv_oid), "
 			 "'state', pg_catalog.to_jsonb(l) OPERATOR(pg_catalog.-) 'mv_oid'::pg_catalog.text "
 			 "OPERATOR(pg_catalog.-) 'ftable_oid'::pg_catalog.text, "
 			 "'offsets', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(o) "
@@ -694,7 +696,8 @@ kafka_stream_staged_state(const char *mv_name, KafkaStagedState *staged)
 	spi_begin(&s);
 	spi_exec("SELECT payload, payload::pg_catalog.jsonb OPERATOR(pg_catalog.->) 'state' "
 			 "OPERATOR(pg_catalog.->>) 'topic', "
-			 "(payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'rows')::pg_catalog.int8 FROM ("
+			 "(payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'rows')::pg_catalog.int8, "
+			 "payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'owner' FROM ("
 			 STAGED_SQL("payload", "mv_name OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'state'")
 			 ") s",
 			 1, types, values, NULL, SPI_OK_SELECT);
@@ -721,6 +724,11 @@ kafka_stream_staged_state(const char *mv_name, KafkaStagedState *staged)
 			Datum		d = SPI_getbinval(tup, desc, 3, &isnull);
 
 			staged->rows = isnull ? -1 : DatumGetInt64(d);
+		}
+		{
+			Datum		d = SPI_getbinval(tup, desc, 4, &isnull);
+
+			staged->owner = isnull ? NULL : TextDatumGetCString(d);
 		}
 		MemoryContextSwitchTo(old);
 		found = true;

@@ -205,6 +205,20 @@ kafka_stream_restore_dumped(Relation matview, const KafkaStreamState *st,
 		return false;
 	}
 
+	/*
+	 * The staged rows are the dumped view's: only its owner (whose role the
+	 * restore gave it) or a superuser may take them, not whoever created a
+	 * view of that name after a restore went wrong.
+	 */
+	if (!superuser() &&
+		(staged.owner == NULL ||
+		 strcmp(staged.owner, GetUserNameFromId(matview->rd_rel->relowner, false)) != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the dump of materialized view \"%s\" belongs to role \"%s\"",
+						relname, staged.owner ? staged.owner : "?"),
+				 errhint("A superuser, or the view owned by that role, may restore it.")));
+
 	/* the dumped offsets are positions in the dumped topic */
 	if (staged.topic == NULL || strcmp(staged.topic, opts->topic) != 0)
 		ereport(ERROR,
