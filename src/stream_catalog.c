@@ -802,11 +802,13 @@ kafka_stream_apply_staged(Oid mv_oid, const char *mv_name, const char *payload)
 	Datum		nvalues[1] = {CStringGetTextDatum(mv_name)};
 
 	spi_begin(&s);
-	spi_exec("UPDATE kafka.stream_state l SET auto_refresh = x.auto_refresh, next_start = x.next_start, "
-			 "created_at = x.created_at, last_refresh_time = x.last_refresh_time, "
+	/* a field the dump lacks keeps the value of the view's registration */
+	spi_exec("UPDATE kafka.stream_state l SET auto_refresh = COALESCE(x.auto_refresh, l.auto_refresh), "
+			 "next_start = x.next_start, "
+			 "created_at = COALESCE(x.created_at, l.created_at), last_refresh_time = x.last_refresh_time, "
 			 "last_refresh_rows = x.last_refresh_rows, last_refresh_status = x.last_refresh_status, "
 			 "last_error = x.last_error, last_error_time = x.last_error_time, "
-			 "last_success_time = x.last_success_time, total_rows = x.total_rows "
+			 "last_success_time = x.last_success_time, total_rows = COALESCE(x.total_rows, l.total_rows) "
 			 "FROM pg_catalog.jsonb_populate_record(NULL::kafka.stream_state, "
 			 "$2::pg_catalog.jsonb OPERATOR(pg_catalog.->) 'state') x "
 			 "WHERE l.mv_oid OPERATOR(pg_catalog.=) $1",

@@ -14,7 +14,9 @@
 #      the restored auto view is kept current by the restored database's worker;
 #   3. a dump that leaves kafka_fdw's data out (--exclude-table-data) does not
 #      silently re-ingest from start_offset: its restore's REFRESH is refused
-#      loudly and the view stays unpopulated.
+#      loudly and the view stays unpopulated;
+#   4. staged rows go only to a view owned by the dumped owner (or to a superuser's refresh), not to
+#      another role that creates a view of the same name after a restore went wrong.
 # The views belong to an ordinary role (their rows are converted back as it).
 set -euo pipefail
 . "$REPO_ROOT/test/lib.sh"
@@ -139,3 +141,33 @@ assert_contains "$(cat "$TEST_TMP/nodata.out")" 'HINT:  Restore a dump of the wh
 assert_eq f "$(q "SELECT relispopulated FROM pg_class WHERE oid = '\"Sales\".\"Mv 1\"'::regclass" "${db}_nodata")" \
     "the view stays unpopulated: nothing was ingested from start_offset"
 assert_eq 0 "$(q "SELECT count(*) FROM kafka.stream_offsets" "${db}_nodata")" "and it has no offsets"
+
+# --- 4. staged rows go only to the dumped owner's view ------------------------------------------------
+# A restore that went wrong left the staged lines of public.lost (owner t151_owner); another role that
+# creates a view of that name does not get them, the dumped owner's view does.
+odb="${db}_owner"
+q "CREATE DATABASE $odb" postgres
+pg_install_extension "$odb" >/dev/null
+make_analyst "$odb" t151_owner
+make_analyst "$odb" t151_other
+psql_q -d "$odb" <<SQL
+CREATE SERVER k FOREIGN DATA WRAPPER kafka_fdw OPTIONS (brokers '$KAFKA_BROKERS');
+GRANT USAGE ON FOREIGN SERVER k TO t151_owner, t151_other;
+CREATE USER MAPPING FOR PUBLIC SERVER k;
+CREATE FOREIGN TABLE src (kafka_partition int, kafka_offset bigint, kafka_value text) SERVER k OPTIONS (topic '$topic');
+GRANT SELECT ON src TO t151_owner, t151_other;
+INSERT INTO kafka.stream_dump VALUES
+  ('public.lost', 'row', '(0,0,secret)'),
+  ('public.lost', 'state', '{"owner": "t151_owner", "rows": 1, "state": {"topic": "$topic", "total_rows": 1}, "offsets": [{"partition_id": 0, "next_offset": 1}], "scan_log": [], "error_log": []}');
+SQL
+assert_eq "0|2" "$(q 'SELECT count(*) FROM kafka.stream_dump' "$odb")|$(q 'SELECT count(*) FROM kafka.stream_restore' "$odb")" \
+    "lines copied into kafka.stream_dump are staged in kafka.stream_restore"
+out="$(psql -X -qAt -U t151_other -d "$odb" -c 'CREATE MATERIALIZED VIEW lost AS SELECT kafka_partition, kafka_offset, kafka_value FROM src WITH NO DATA' \
+        -c 'REFRESH MATERIALIZED VIEW lost' 2>&1 || true)"
+assert_contains "$out" 'ERROR:  the dump of materialized view "lost" belongs to role "t151_owner"' "another role's view of that name does not get the staged rows"
+q 'DROP MATERIALIZED VIEW lost' "$odb"
+out="$(psql -X -qAt -U t151_owner -d "$odb" -c 'CREATE MATERIALIZED VIEW lost AS SELECT kafka_partition, kafka_offset, kafka_value FROM src WITH NO DATA' \
+        -c 'SET kafka_fdw.connect_timeout = 5000' -c 'REFRESH MATERIALIZED VIEW lost' 2>&1 || true)"
+assert_contains "$out" 'restored 1 rows and the offsets of streaming materialized view "lost" from the dump' "the dumped owner's view does"
+assert_eq "0 0 secret" "$(q "SELECT kafka_partition || ' ' || kafka_offset || ' ' || kafka_value FROM lost WHERE kafka_offset = 0 AND kafka_partition = 0" "$odb")" \
+    "with the dumped row, not the topic's record at that offset"
