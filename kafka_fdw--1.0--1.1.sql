@@ -240,8 +240,8 @@ ALTER TABLE kafka.stream_offsets
 --     line per row of the view (the row as text) and one 'state' line (its
 --     state, offsets and logs as jsonb, with the number of rows), named by
 --     the view's qualified name, not its OID.
---   * On restore, the COPY into kafka.stream_dump lands (through a trigger)
---     in kafka.stream_restore, which only the extension reads; the REFRESH
+--   * On restore, the COPY into kafka.stream_dump is moved (by a trigger, in
+--     the COPY's transaction) to kafka.stream_restore, which only the extension reads; the REFRESH
 --     that pg_dump writes after the view then puts the rows and offsets back
 --     instead of ingesting the topic again, and goes on from those offsets.
 --   * A REFRESH restored from a dump that lacks the view's rows (pg_dump
@@ -265,21 +265,25 @@ CREATE TABLE kafka.stream_restore (
 CREATE INDEX ON kafka.stream_restore (mv_name, kind);
 REVOKE ALL ON kafka.stream_restore FROM PUBLIC;
 
-CREATE FUNCTION kafka._stage_dumped_row()
+-- Moves what the statement (the restore's COPY) inserted, before it commits:
+-- no other session ever sees a row in kafka.stream_dump.  Per statement, so
+-- that COPY keeps its multi-row inserts.
+CREATE FUNCTION kafka._stage_dumped_rows()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+  WITH moved AS (DELETE FROM kafka.stream_dump RETURNING mv_name, kind, payload)
   INSERT INTO kafka.stream_restore (mv_name, kind, payload)
-  VALUES (NEW.mv_name, NEW.kind, NEW.payload);
+  SELECT mv_name, kind, payload FROM moved;
   RETURN NULL;
 END
 $$;
-REVOKE ALL ON FUNCTION kafka._stage_dumped_row() FROM PUBLIC;
+REVOKE ALL ON FUNCTION kafka._stage_dumped_rows() FROM PUBLIC;
 
-CREATE TRIGGER stage_dumped_row BEFORE INSERT ON kafka.stream_dump
-  FOR EACH ROW EXECUTE FUNCTION kafka._stage_dumped_row();
+CREATE TRIGGER stage_dumped_rows AFTER INSERT ON kafka.stream_dump
+  FOR EACH STATEMENT EXECUTE FUNCTION kafka._stage_dumped_rows();
 
 -- A streaming view's state, offsets and logs as jsonb (needs SELECT on the
 -- view or its owner's privileges).

@@ -16,8 +16,9 @@
  *	   line (kafka._dump_state(): state, offsets, logs, by the view's
  *	   qualified name), all read in pg_dump's one snapshot, so the rows and
  *	   the offsets belong together.
- *	2. Restore, data section.  The COPY into kafka.stream_dump lands in
- *	   kafka.stream_restore (a trigger), which only the extension reads.
+ *	2. Restore, data section.  A trigger moves what the COPY put into
+ *	   kafka.stream_dump to kafka.stream_restore, which only the extension
+ *	   reads, before the COPY commits.
  *	3. Restore, post-data.  pg_dump's REFRESH of the (still unpopulated)
  *	   view comes here before anything is read from Kafka: the staged rows
  *	   are inserted (converted as the view's owner, who owns their types),

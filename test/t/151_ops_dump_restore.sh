@@ -80,6 +80,8 @@ wait_for "[ \"\$(q 'SELECT count(*) FROM mv_auto')\" = $(wc -l <"$TEST_TMP/expec
 offsets() { q "SELECT string_agg(partition_id || ':' || next_offset || ':' || coalesce(last_offset, -1) || ':' || coalesce(last_value_len, -1), ' ' ORDER BY partition_id)
                  FROM kafka.stream_offsets WHERE mv_oid = '\"Sales\".\"Mv 1\"'::regclass" "${1:-$db}"; }
 src_offsets="$(offsets)"
+scan_log() { q "SELECT count(*) || ' ' || sum(scanned_rows) FROM kafka.stream_scan_states WHERE mv_name = '\"Sales\".\"Mv 1\"'" "${1:-$db}"; }
+read -r src_log_rows src_log_scanned <<<"$(scan_log)"
 
 # --- 1. dump and restore ------------------------------------------------------------------------------
 # kafka_fdw is stopped from producing into the dump's snapshot: auto refresh off while dumping is not
@@ -106,6 +108,8 @@ for fmt in custom plain; do
     assert_eq "t|$(q 'SELECT total_rows FROM kafka.streams WHERE mv_name = $$mv_auto$$::regclass')" \
         "$(q 'SELECT auto_refresh, total_rows FROM kafka.streams WHERE mv_name = $$mv_auto$$::regclass' "$rdb")" \
         "$fmt restore: mv_auto has auto refresh on and its row count"
+    assert_eq "$((src_log_rows + 2)) $src_log_scanned" "$(scan_log "$rdb")" \
+        "$fmt restore: the scan log is the dumped one, plus the restoring refresh's rows (2 partitions, nothing scanned)"
     assert_eq 0 "$(q 'SELECT count(*) FROM kafka.stream_restore' "$rdb")" "$fmt restore: nothing is left staged"
     assert_eq t151_owner "$(q "SELECT relowner::regrole FROM pg_class WHERE oid = '\"Sales\".\"Mv 1\"'::regclass" "$rdb")" \
         "$fmt restore: the view keeps its owner"
