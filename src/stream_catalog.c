@@ -641,7 +641,12 @@ kafka_stream_dump_state(Oid mv_oid)
 	MemoryContext caller = CurrentMemoryContext;
 
 	spi_begin(&s);
-	spi_exec("SELECT pg_catalog.jsonb_build_object("
+	/*
+	 * read_only: in the calling statement's snapshot, the one in which
+	 * kafka._dump_contents() reads the view's rows, also under READ
+	 * COMMITTED (pg_dump's transactions are REPEATABLE READ anyway).
+	 */
+	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object("
 			 "'owner', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c "
 			 "WHERE c.oid OPERATOR(pg_catalog.=) l.mv_oid), "
 			 "'state', pg_catalog.to_jsonb(l) OPERATOR(pg_catalog.-) 'mv_oid'::pg_catalog.text "
@@ -656,7 +661,8 @@ kafka_stream_dump_state(Oid mv_oid)
 			 "OPERATOR(pg_catalog.-) 'mv_oid'::pg_catalog.text) "
 			 "FROM kafka.stream_error_log e WHERE e.mv_oid OPERATOR(pg_catalog.=) l.mv_oid), '[]'::pg_catalog.jsonb)) "
 			 "FROM kafka.stream_state l WHERE l.mv_oid OPERATOR(pg_catalog.=) $1",
-			 1, types, values, NULL, SPI_OK_SELECT);
+			 1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "kafka_fdw state query failed");
 	if (SPI_processed == 1)
 	{
 		bool		isnull;

@@ -23,6 +23,9 @@ set -euo pipefail
 
 db=t151
 topic="t151_$$"
+# the databases go at exit: their auto views would hold auto-refresh worker slots of the shared server
+trap 'for d in "$db" "${db}_custom" "${db}_plain" "${db}_nodata" "${db}_owner"; do
+        psql_q -d postgres -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true; done' EXIT
 pg_install_extension "$db" >/dev/null
 make_analyst "$db" t151_owner
 broker_ctl create "$topic" 2 >/dev/null
