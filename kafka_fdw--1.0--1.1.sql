@@ -289,3 +289,117 @@ SELECT l.mv_oid::pg_catalog.regclass AS mv_name,
   JOIN kafka._readable_streams r ON r.mv_oid OPERATOR(pg_catalog.=) l.mv_oid;
 
 -- End of section 4.
+
+------------------------------------------------------------------------------
+-- Section 5: operations (issue 15; src/stream_dump.c).  A logical dump
+-- (pg_dump) keeps every row and the offsets of every streaming view, so that
+-- a restore loses none of the records Kafka's retention has deleted since.
+--
+-- pg_dump writes a materialized view without its rows (CREATE ... WITH NO
+-- DATA, then REFRESH in post-data) and would not dump the state tables,
+-- whose rows are keyed by OIDs that change on restore anyway.  So:
+--
+--   * kafka.stream_dump is an extension configuration table, always empty.
+--     Its dump condition adds the rows of kafka._dump_contents(), read in
+--     pg_dump's snapshot: per streaming view the caller may read, one 'row'
+--     line per row of the view (the row as text) and one 'state' line (its
+--     state, offsets and logs as jsonb, with the number of rows), named by
+--     the view's qualified name, not its OID.
+--   * On restore, the COPY into kafka.stream_dump is moved (by a trigger, in
+--     the COPY's transaction) to kafka.stream_restore, which only the extension reads; the REFRESH
+--     that pg_dump writes after the view then puts the rows and offsets back
+--     instead of ingesting the topic again, and goes on from those offsets.
+--   * A REFRESH restored from a dump that lacks the view's rows (pg_dump
+--     --table, --exclude-table-data, a failed COPY) is refused (see
+--     kafka_stream_restore_dumped()).
+------------------------------------------------------------------------------
+
+CREATE TABLE kafka.stream_dump (
+  mv_name pg_catalog.text NOT NULL,     -- the view, format('%I.%I', schema, name)
+  kind pg_catalog.text NOT NULL,        -- 'row' or 'state'
+  payload pg_catalog.text NOT NULL      -- the row as text, or the state as jsonb
+);
+-- readable so that pg_dump works for any user; it never holds a row
+GRANT SELECT ON kafka.stream_dump TO PUBLIC;
+
+CREATE TABLE kafka.stream_restore (
+  mv_name pg_catalog.text NOT NULL,
+  kind pg_catalog.text NOT NULL,
+  payload pg_catalog.text NOT NULL
+);
+CREATE INDEX ON kafka.stream_restore (mv_name, kind);
+REVOKE ALL ON kafka.stream_restore FROM PUBLIC;
+
+-- Moves what the statement (the restore's COPY) inserted, before it commits:
+-- no other session ever sees a row in kafka.stream_dump.  Per statement, so
+-- that COPY keeps its multi-row inserts.
+CREATE FUNCTION kafka._stage_dumped_rows()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  WITH moved AS (DELETE FROM kafka.stream_dump RETURNING mv_name, kind, payload)
+  INSERT INTO kafka.stream_restore (mv_name, kind, payload)
+  SELECT mv_name, kind, payload FROM moved;
+  RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION kafka._stage_dumped_rows() FROM PUBLIC;
+
+CREATE TRIGGER stage_dumped_rows AFTER INSERT ON kafka.stream_dump
+  FOR EACH STATEMENT EXECUTE FUNCTION kafka._stage_dumped_rows();
+
+-- A streaming view's state, offsets and logs as jsonb (needs SELECT on the
+-- view or its owner's privileges).
+CREATE FUNCTION kafka._dump_state(view pg_catalog.regclass)
+RETURNS pg_catalog.jsonb
+AS 'MODULE_PATHNAME', 'kafka_dump_state'
+LANGUAGE C STRICT STABLE;
+
+-- The streaming views the caller may read.
+CREATE FUNCTION kafka._dump_streams()
+RETURNS SETOF pg_catalog.regclass
+AS 'MODULE_PATHNAME', 'kafka_dump_streams'
+LANGUAGE C STRICT STABLE;
+
+-- What a dump holds of the streaming views the caller may read.  STABLE:
+-- every query sees the calling statement's snapshot, so a view's rows and
+-- its offsets are those of one moment.
+CREATE FUNCTION kafka._dump_contents(OUT mv_name pg_catalog.text,
+                                     OUT kind pg_catalog.text,
+                                     OUT payload pg_catalog.text)
+RETURNS SETOF record
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v record;
+  n pg_catalog.int8;
+BEGIN
+  FOR v IN
+    SELECT c.oid, pg_catalog.format('%I.%I', ns.nspname, c.relname) AS name
+      FROM kafka._dump_streams() s(mv)
+      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.mv::pg_catalog.oid
+      JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
+     ORDER BY c.oid
+  LOOP
+    RETURN QUERY EXECUTE pg_catalog.format(
+      'SELECT %L::pg_catalog.text, ''row''::pg_catalog.text, r::pg_catalog.text FROM %s r',
+      v.name, v.name);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    mv_name := v.name;
+    kind := 'state';
+    payload := (kafka._dump_state(v.oid::pg_catalog.regclass)
+                OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('rows', n))::pg_catalog.text;
+    RETURN NEXT;
+  END LOOP;
+END
+$$;
+
+-- pg_dump appends the condition to "SELECT ... FROM kafka.stream_dump".
+SELECT pg_catalog.pg_extension_config_dump('kafka.stream_dump',
+  'WHERE false UNION ALL SELECT d.mv_name, d.kind, d.payload FROM kafka._dump_contents() d');
+
+-- End of section 5.

@@ -263,7 +263,8 @@ SELECT p.proname, l.lanname, p.prosecdef, p.proconfig
 SELECT p.oid::regprocedure AS executable_by_public_but_should_not
   FROM pg_proc p
  WHERE p.pronamespace = 'kafka'::regnamespace
-   AND p.proname IN ('connection_config', '_drop_stream_state', '_guard_streaming_ddl')
+   AND p.proname IN ('connection_config', '_drop_stream_state', '_guard_streaming_ddl',
+                     '_stage_dumped_rows')
    AND has_function_privilege('sec_other', p.oid, 'EXECUTE');
 
 -- Clean up.

@@ -239,7 +239,7 @@ make_replica(RangeVar *rv, Oid source, bool with_data)
 	kafka_stream_register(relid, source, opts.topic, KAFKA_STREAM_REPLICA);
 	CommandCounterIncrement();
 	if (with_data)
-		(void) kafka_refresh_stream(relid, "kafka.create_replica()");
+		(void) kafka_refresh_stream(relid, "kafka.create_replica()", false);
 	return relid;
 }
 
@@ -394,5 +394,5 @@ kafka_apply_replica(PG_FUNCTION_ARGS)
 				 errmsg("\"%s\" is not a replica table", get_rel_name(relid)),
 				 errhint("Refresh a streaming materialized view with REFRESH MATERIALIZED VIEW.")));
 	PreventCommandIfReadOnly("kafka.apply_replica()");
-	PG_RETURN_INT64((int64) kafka_refresh_stream(relid, "kafka.apply_replica()"));
+	PG_RETURN_INT64((int64) kafka_refresh_stream(relid, "kafka.apply_replica()", false));
 }

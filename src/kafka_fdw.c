@@ -56,10 +56,11 @@ _PG_init(void)
 							0, 0, INT_MAX,
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
-	MarkGUCPrefixReserved("kafka_fdw");
-
 	kafka_install_utility_hook();
 	kafka_worker_init();
+
+	/* after every kafka_fdw.* setting is defined, the worker's included */
+	MarkGUCPrefixReserved("kafka_fdw");
 }
 
 Datum

@@ -38,6 +38,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_foreign_data_wrapper.h"
@@ -681,13 +682,30 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
 }
 
 /*
+ * A hot standby cannot refresh: say so plainly (PostgreSQL would only say
+ * that the transaction is read-only).
+ */
+void
+kafka_prevent_on_standby(const char *what, Oid mv_oid)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot execute %s on streaming materialized view \"%s\" during recovery",
+						what, get_rel_name(mv_oid)),
+				 errdetail("This server is a hot standby: its streaming views follow the primary's by replication, rows and offsets together."),
+				 errhint("Refresh on the primary. After promotion, this server's auto-refresh workers take over from the replicated offsets by themselves.")));
+}
+
+/*
  * Ingest the records that arrived since the last refresh: append them to a
  * streaming view, or hand them to the kind of stream that mv_oid is.  The
  * caller has checked that mv_oid is a stream and that the user may refresh
- * it.  Returns the number of rows appended (records applied).
+ * it.  may_restore: the REFRESH statement, which may be a restore's (see
+ * stream_dump.c).  Returns the number of rows appended (records applied).
  */
 uint64
-kafka_refresh_stream(Oid mv_oid, const char *queryString)
+kafka_refresh_stream(Oid mv_oid, const char *queryString, bool may_restore)
 {
 	Relation	matview;
 	KafkaStreamState st;
@@ -702,6 +720,16 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString)
 	if (!kafka_stream_lookup(mv_oid, &st))
 		elog(ERROR, "relation %u is not a streaming materialized view", mv_oid);
 	kafka_get_table_options(st.ftable_oid, &opts);
+
+	/* a view restored from a dump gets its rows and offsets back first */
+	if (may_restore && !RelationIsPopulated(matview))
+	{
+		int32	   *parts;
+		int64	   *offs;
+
+		if (kafka_stream_load_offsets(mv_oid, &parts, &offs) == 0)
+			(void) kafka_stream_restore_dumped(matview, &st, &opts);
+	}
 
 	ctx = plan_refresh(matview, &st, &opts, refresh_time);
 	/* without stored offsets (a first load) the view follows the table's topic */
@@ -736,7 +764,7 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString)
 	table_close(matview, NoLock);
 	/* a replica whose events brought new columns: add them, apply the rest */
 	if (st.kind == KAFKA_STREAM_REPLICA && kafka_replica_evolve(mv_oid))
-		rows += kafka_refresh_stream(mv_oid, queryString);
+		rows += kafka_refresh_stream(mv_oid, queryString, false);
 	return rows;
 }
 
@@ -889,7 +917,7 @@ create_streaming_view(PlannedStmt *pstmt, const char *queryString,
 
 	if (!skip_data)
 	{
-		uint64		rows = kafka_refresh_stream(mv_oid, queryString);
+		uint64		rows = kafka_refresh_stream(mv_oid, queryString, false);
 
 		if (qc)
 			SetQueryCompletion(qc, CMDTAG_SELECT, rows);
@@ -932,6 +960,7 @@ process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 		{
 			if (stmt->skipData)
 			{
+				kafka_prevent_on_standby("REFRESH MATERIALIZED VIEW", mv_oid);
 				/* PostgreSQL empties it; we forget where it was */
 				if (prev_ProcessUtility)
 					prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
@@ -946,8 +975,9 @@ process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			{
 				uint64		rows;
 
+				kafka_prevent_on_standby("REFRESH MATERIALIZED VIEW", mv_oid);
 				PreventCommandIfReadOnly("REFRESH MATERIALIZED VIEW");
-				rows = kafka_refresh_stream(mv_oid, queryString);
+				rows = kafka_refresh_stream(mv_oid, queryString, true);
 				if (qc)
 					SetQueryCompletion(qc, CMDTAG_REFRESH_MATERIALIZED_VIEW, rows);
 			}
@@ -1048,8 +1078,8 @@ not_streaming_error(const char *name)
  * rule)?  Yes with SELECT on it or the privileges of its owner; superusers
  * have both.
  */
-static bool
-may_read_stream(Oid mv_oid, Oid owner)
+bool
+kafka_may_read_stream(Oid mv_oid, Oid owner)
 {
 	return pg_class_aclcheck(mv_oid, GetUserId(), ACL_SELECT) == ACLCHECK_OK ||
 		has_privs_of_role(GetUserId(), owner);
@@ -1072,7 +1102,7 @@ kafka_streaming_view_arg(Oid mv_oid, bool need_owner, KafkaStreamState *st)
 		not_streaming_error(name);
 	if (need_owner)
 		check_refresh_permission(mv_oid);
-	else if (!may_read_stream(mv_oid, kafka_relation_owner(mv_oid)))
+	else if (!kafka_may_read_stream(mv_oid, kafka_relation_owner(mv_oid)))
 		aclcheck_error(ACLCHECK_NO_PRIV, stream_object_type(mv_oid), name);
 	if (!kafka_stream_lookup(mv_oid, st))
 		not_streaming_error(name);
@@ -1124,6 +1154,7 @@ kafka_reset_stream(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid start position \"%s\"", start),
 				 errhint("Use 'earliest', 'latest' or a timestamp such as '2024-01-31 12:00:00+00'.")));
+	kafka_prevent_on_standby("kafka.reset_stream()", mv_oid);
 	PreventCommandIfReadOnly("kafka.reset_stream()");
 
 	empty_stream_view(mv_oid);
@@ -1134,7 +1165,7 @@ kafka_reset_stream(PG_FUNCTION_ARGS)
 	kafka_stream_set_next_start(mv_oid, start);
 	CommandCounterIncrement();
 
-	PG_RETURN_INT64((int64) kafka_refresh_stream(mv_oid, "kafka.reset_stream()"));
+	PG_RETURN_INT64((int64) kafka_refresh_stream(mv_oid, "kafka.reset_stream()", false));
 }
 
 /* The partitions of a view's topic with their next offsets (-1: never read). */
@@ -1294,7 +1325,7 @@ kafka_stream_lag_rows(PG_FUNCTION_ARGS)
 		ListCell   *fs;
 		ListCell   *fr;
 
-		if (!OidIsValid(owner) || !may_read_stream(mv_oid, owner) ||
+		if (!OidIsValid(owner) || !kafka_may_read_stream(mv_oid, owner) ||
 			!kafka_stream_lookup(mv_oid, &st))
 			continue;
 		kafka_get_table_options(st.ftable_oid, &opts);

@@ -118,7 +118,9 @@ extern uint64 kafka_stream_run_query(Relation target, KafkaStreamContext *ctx, Q
 									 const char *queryString, bool on_error_fail,
 									 bool allow_parallel, const KafkaStreamSink *sink);
 extern void kafka_install_utility_hook(void);
-extern uint64 kafka_refresh_stream(Oid mv_oid, const char *queryString);
+extern uint64 kafka_refresh_stream(Oid mv_oid, const char *queryString, bool may_restore);
+extern void kafka_prevent_on_standby(const char *what, Oid mv_oid);
+extern bool kafka_may_read_stream(Oid mv_oid, Oid owner);
 extern bool kafka_stream_pending(Oid mv_oid);
 extern Oid	kafka_relation_owner(Oid relid);
 extern bool kafka_is_kafka_table(Oid relid);
@@ -177,10 +179,31 @@ extern void kafka_stream_record_failure(Oid mv_oid, const char *message);
 extern void kafka_stream_log_lost_range(Oid mv_oid, TimestampTz refresh_time,
 										int32 partition, int64 from, int64 to);
 
+/* A dump's 'state' line for a view, staged by a restore (stream_dump.c). */
+typedef struct KafkaStagedState
+{
+	char	   *payload;		/* jsonb text: state, offsets, logs, rows */
+	char	   *topic;			/* the topic the dumped offsets belong to */
+	int64		rows;			/* rows of the view in the dump */
+	char	   *owner;			/* the role that owned the dumped view */
+} KafkaStagedState;
+
+extern Datum kafka_stream_dump_state(Oid mv_oid);
+extern bool kafka_stream_staged_state(const char *mv_name, KafkaStagedState *staged);
+extern uint64 kafka_stream_staged_rows(const char *mv_name,
+									   void (*fn) (const char *payload, void *arg),
+									   void *arg);
+extern void kafka_stream_apply_staged(Oid mv_oid, const char *mv_name, const char *payload);
+
+/* in stream_dump.c */
+extern bool kafka_stream_restore_dumped(Relation matview, const KafkaStreamState *st,
+										const KafkaTableOptions *opts);
+
 /* in worker.c */
 extern int	kafka_auto_refresh_interval_ms;
 extern int	kafka_auto_refresh_max_workers;
 extern void kafka_worker_init(void);
+extern bool kafka_auto_refresh_wake_at_commit(void);
 
 /* in stream_insert.c */
 extern DestReceiver *kafka_create_stream_dest(Relation matview);

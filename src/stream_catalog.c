@@ -74,6 +74,44 @@ state_table(void)
 	return relid;
 }
 
+/*
+ * A table of the extension in schema kafka that a later version added, or
+ * InvalidOid while the database still has the objects of an earlier one
+ * (the library is updated before ALTER EXTENSION ... UPDATE runs).
+ */
+static Oid
+extension_table(const char *name)
+{
+	Oid			nsp = OidIsValid(state_table()) ? get_namespace_oid("kafka", true) : InvalidOid;
+
+	return OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
+}
+
+/*
+ * Does kafka.stream_state have the kind column of 1.1 (section 3)?  Before
+ * the update of a 1.0 database every stream is a plain streaming view.
+ */
+static bool
+has_kinds(void)
+{
+	Oid			relid = extension_table("stream_state");
+
+	return OidIsValid(relid) && get_attnum(relid, "kind") != InvalidAttrNumber;
+}
+
+/*
+ * Does kafka.stream_offsets have the last-record columns of 1.1 (section 2)?
+ * A 1.0 database served by this library before its update has not: its
+ * refreshes then go without the topic identity check.
+ */
+static bool
+has_fingerprints(void)
+{
+	Oid			relid = extension_table("stream_offsets");
+
+	return OidIsValid(relid) && get_attnum(relid, "last_offset") != InvalidAttrNumber;
+}
+
 /* The owner of the extension's tables. */
 static Oid
 state_owner(void)
@@ -160,7 +198,9 @@ kafka_stream_lookup(Oid mv_oid, KafkaStreamState *state)
 		return false;
 
 	spi_begin(&s);
-	spi_exec("SELECT ftable_oid, topic, auto_refresh, next_start, kind FROM kafka.stream_state WHERE mv_oid OPERATOR(pg_catalog.=) $1",
+	spi_exec(has_kinds() ?
+			 "SELECT ftable_oid, topic, auto_refresh, next_start, kind FROM kafka.stream_state WHERE mv_oid OPERATOR(pg_catalog.=) $1" :
+			 "SELECT ftable_oid, topic, auto_refresh, next_start, 'v'::pg_catalog.\"char\" FROM kafka.stream_state WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 			 1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 1)
 	{
@@ -216,6 +256,19 @@ kafka_stream_register(Oid mv_oid, Oid ftable_oid, const char *topic, KafkaStream
 	Datum		values[4] = {ObjectIdGetDatum(mv_oid), ObjectIdGetDatum(ftable_oid),
 	CStringGetTextDatum(topic), CharGetDatum((char) kind)};
 
+	if (!has_kinds())
+	{
+		if (kind != KAFKA_STREAM_VIEW)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("this database has version 1.0 of kafka_fdw's SQL objects"),
+					 errhint("Run ALTER EXTENSION kafka_fdw UPDATE to use aggregating views and replicas.")));
+		spi_begin(&s);
+		spi_exec("INSERT INTO kafka.stream_state (mv_oid, ftable_oid, topic) VALUES ($1, $2, $3)",
+				 3, types, values, NULL, SPI_OK_INSERT);
+		spi_end(&s);
+		return;
+	}
 	spi_begin(&s);
 	spi_exec("INSERT INTO kafka.stream_state (mv_oid, ftable_oid, topic, kind) VALUES ($1, $2, $3, $4)",
 			 4, types, values, NULL, SPI_OK_INSERT);
@@ -279,11 +332,17 @@ kafka_stream_load_positions(Oid mv_oid, KafkaStoredPosition **positions)
 	int			n;
 
 	spi_begin(&s);
-	spi_exec("SELECT partition_id, next_offset, "
-			 "COALESCE(last_offset, -1), COALESCE(last_timestamp_ms, -1), "
-			 "COALESCE(last_key_len, -1), COALESCE(last_value_len, -1) "
-			 "FROM kafka.stream_offsets WHERE mv_oid OPERATOR(pg_catalog.=) $1 ORDER BY 1",
-			 1, types, values, NULL, SPI_OK_SELECT);
+	if (has_fingerprints())
+		spi_exec("SELECT partition_id, next_offset, "
+				 "COALESCE(last_offset, -1), COALESCE(last_timestamp_ms, -1), "
+				 "COALESCE(last_key_len, -1), COALESCE(last_value_len, -1) "
+				 "FROM kafka.stream_offsets WHERE mv_oid OPERATOR(pg_catalog.=) $1 ORDER BY 1",
+				 1, types, values, NULL, SPI_OK_SELECT);
+	else
+		spi_exec("SELECT partition_id, next_offset, -1::pg_catalog.int8, -1::pg_catalog.int8, "
+				 "-1::pg_catalog.int4, -1::pg_catalog.int4 "
+				 "FROM kafka.stream_offsets WHERE mv_oid OPERATOR(pg_catalog.=) $1 ORDER BY 1",
+				 1, types, values, NULL, SPI_OK_SELECT);
 	n = (int) SPI_processed;
 	*positions = MemoryContextAlloc(caller, sizeof(KafkaStoredPosition) * Max(n, 1));
 	for (int i = 0; i < n; i++)
@@ -402,6 +461,12 @@ kafka_stream_save_refresh(Oid mv_oid, KafkaStreamContext *ctx, int64 rows,
 			int_array(last_ts, n, INT8OID), int_array(last_klen, n, INT4OID),
 		int_array(last_vlen, n, INT4OID)};
 
+		if (!has_fingerprints())	/* 1.0's table, before the update */
+			spi_exec("INSERT INTO kafka.stream_offsets (mv_oid, partition_id, next_offset) "
+					 "SELECT $1, p, o FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) AS u(p, o) "
+					 "ON CONFLICT (mv_oid, partition_id) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+					 3, types, values, NULL, SPI_OK_INSERT);
+		else
 		spi_exec("INSERT INTO kafka.stream_offsets AS so (mv_oid, partition_id, next_offset, "
 				 "last_offset, last_timestamp_ms, last_key_len, last_value_len) "
 				 "SELECT $1, p, o, NULLIF(lo, -1), "
@@ -585,5 +650,214 @@ kafka_stream_record_failure(Oid mv_oid, const char *message)
 			 "last_error_time = pg_catalog.now(), last_refresh_time = pg_catalog.now() "
 			 "WHERE mv_oid OPERATOR(pg_catalog.=) $1",
 			 2, types, values, NULL, SPI_OK_UPDATE);
+	spi_end(&s);
+}
+
+/*----------------------------------------------------------------------
+ * Dump and restore (stream_dump.c): a view's state by name instead of OID
+ *----------------------------------------------------------------------
+ */
+
+/* The state, offsets and logs of a view as one jsonb value, for a dump. */
+Datum
+kafka_stream_dump_state(Oid mv_oid)
+{
+	SpiSession	s;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(mv_oid)};
+	Datum		result = (Datum) 0;
+	MemoryContext caller = CurrentMemoryContext;
+
+	spi_begin(&s);
+	/*
+	 * read_only: in the calling statement's snapshot, the one in which
+	 * kafka._dump_contents() reads the view's rows, also under READ
+	 * COMMITTED (pg_dump's transactions are REPEATABLE READ anyway).
+	 */
+	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object("
+			 "'owner', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c "
+			 "WHERE c.oid OPERATOR(pg_catalog.=) l.mv_oid), "
+			 "'state', pg_catalog.to_jsonb(l) OPERATOR(pg_catalog.-) 'mv_oid'::pg_catalog.text "
+			 "OPERATOR(pg_catalog.-) 'ftable_oid'::pg_catalog.text, "
+			 "'offsets', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(o) "
+			 "OPERATOR(pg_catalog.-) 'mv_oid'::pg_catalog.text ORDER BY o.partition_id) "
+			 "FROM kafka.stream_offsets o WHERE o.mv_oid OPERATOR(pg_catalog.=) l.mv_oid), '[]'::pg_catalog.jsonb), "
+			 "'scan_log', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(g) "
+			 "OPERATOR(pg_catalog.-) 'mv_oid'::pg_catalog.text) "
+			 "FROM kafka.stream_scan_log g WHERE g.mv_oid OPERATOR(pg_catalog.=) l.mv_oid), '[]'::pg_catalog.jsonb), "
+			 "'error_log', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e) "
+			 "OPERATOR(pg_catalog.-) 'mv_oid'::pg_catalog.text) "
+			 "FROM kafka.stream_error_log e WHERE e.mv_oid OPERATOR(pg_catalog.=) l.mv_oid), '[]'::pg_catalog.jsonb)) "
+			 "FROM kafka.stream_state l WHERE l.mv_oid OPERATOR(pg_catalog.=) $1",
+			 1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "kafka_fdw state query failed");
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		result = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		MemoryContextSwitchTo(old);
+	}
+	spi_end(&s);
+	if (result == (Datum) 0)
+		elog(ERROR, "relation %u is not a streaming materialized view", mv_oid);
+	return result;
+}
+
+/* The staged rows of dumps, wherever the restore's COPY left them. */
+#define STAGED_SQL(cols, cond) \
+	"SELECT " cols " FROM kafka.stream_restore WHERE " cond \
+	" UNION ALL SELECT " cols " FROM kafka.stream_dump WHERE " cond
+
+/*
+ * The 'state' line a restore staged for the view named mv_name (see
+ * kafka_stream_dump_state), or false if there is none.  Two of them (two
+ * dumps restored) are an error.
+ */
+bool
+kafka_stream_staged_state(const char *mv_name, KafkaStagedState *staged)
+{
+	SpiSession	s;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(mv_name)};
+	MemoryContext caller = CurrentMemoryContext;
+	bool		found = false;
+
+	if (!OidIsValid(extension_table("stream_restore")))
+		return false;
+	spi_begin(&s);
+	spi_exec("SELECT payload, payload::pg_catalog.jsonb OPERATOR(pg_catalog.->) 'state' "
+			 "OPERATOR(pg_catalog.->>) 'topic', "
+			 "(payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'rows')::pg_catalog.int8, "
+			 "payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'owner' FROM ("
+			 STAGED_SQL("payload", "mv_name OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'state'")
+			 ") s",
+			 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("two dumps of materialized view \"%s\" were restored", mv_name),
+				 errdetail("kafka.stream_restore holds the rows and offsets of more than one dump of the view."),
+				 errhint("Restore one dump into an empty database.")));
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		staged->payload = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		{
+			Datum		d = SPI_getbinval(tup, desc, 2, &isnull);
+
+			staged->topic = isnull ? NULL : TextDatumGetCString(d);
+		}
+		{
+			Datum		d = SPI_getbinval(tup, desc, 3, &isnull);
+
+			staged->rows = isnull ? -1 : DatumGetInt64(d);
+		}
+		{
+			Datum		d = SPI_getbinval(tup, desc, 4, &isnull);
+
+			staged->owner = isnull ? NULL : TextDatumGetCString(d);
+		}
+		MemoryContextSwitchTo(old);
+		found = true;
+	}
+	spi_end(&s);
+	return found;
+}
+
+/*
+ * Call fn for every staged 'row' line of the view named mv_name, read in
+ * batches through a cursor (a view may hold millions of rows).  fn runs in
+ * the SPI session, as the extension's owner: it switches to what it needs.
+ * Returns the number of lines.
+ */
+uint64
+kafka_stream_staged_rows(const char *mv_name, void (*fn) (const char *payload, void *arg),
+						 void *arg)
+{
+	SpiSession	s;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(mv_name)};
+	Portal		portal;
+	uint64		n = 0;
+
+	spi_begin(&s);
+	portal = SPI_cursor_open_with_args(NULL,
+									   STAGED_SQL("payload", "mv_name OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'row'"),
+									   1, types, values, NULL, true, 0);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 1000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			char	   *payload = TextDatumGetCString(d);
+
+			CHECK_FOR_INTERRUPTS();
+			fn(payload, arg);
+			pfree(payload);
+			n++;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	spi_end(&s);
+	return n;
+}
+
+/* The per-view tables a dump holds, and their keys in its 'state' line. */
+static const char *const dumped_tables[][2] = {
+	{"stream_offsets", "offsets"},
+	{"stream_scan_log", "scan_log"},
+	{"stream_error_log", "error_log"},
+};
+
+/*
+ * Put back the dumped state of a view (its 'state' line, payload) under its
+ * new OID: the state's fields, the offsets with their last records, and the
+ * logs; then forget the staged lines.  The topic was checked by the caller.
+ */
+void
+kafka_stream_apply_staged(Oid mv_oid, const char *mv_name, const char *payload)
+{
+	SpiSession	s;
+	Oid			types[2] = {OIDOID, TEXTOID};
+	Datum		values[2] = {ObjectIdGetDatum(mv_oid), CStringGetTextDatum(payload)};
+	Oid			ntypes[1] = {TEXTOID};
+	Datum		nvalues[1] = {CStringGetTextDatum(mv_name)};
+
+	spi_begin(&s);
+	/* a field the dump lacks keeps the value of the view's registration */
+	spi_exec("UPDATE kafka.stream_state l SET auto_refresh = COALESCE(x.auto_refresh, l.auto_refresh), "
+			 "next_start = x.next_start, "
+			 "created_at = COALESCE(x.created_at, l.created_at), last_refresh_time = x.last_refresh_time, "
+			 "last_refresh_rows = x.last_refresh_rows, last_refresh_status = x.last_refresh_status, "
+			 "last_error = x.last_error, last_error_time = x.last_error_time, "
+			 "last_success_time = x.last_success_time, total_rows = COALESCE(x.total_rows, l.total_rows) "
+			 "FROM pg_catalog.jsonb_populate_record(NULL::kafka.stream_state, "
+			 "$2::pg_catalog.jsonb OPERATOR(pg_catalog.->) 'state') x "
+			 "WHERE l.mv_oid OPERATOR(pg_catalog.=) $1",
+			 2, types, values, NULL, SPI_OK_UPDATE);
+	/* the rows of the per-view tables, each under its key in the state */
+	for (int i = 0; i < (int) lengthof(dumped_tables); i++)
+		spi_exec(psprintf("INSERT INTO kafka.%s SELECT r.* "
+						  "FROM pg_catalog.jsonb_array_elements($2::pg_catalog.jsonb OPERATOR(pg_catalog.->) '%s') e, "
+						  "LATERAL pg_catalog.jsonb_populate_record(NULL::kafka.%s, "
+						  "e OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('mv_oid', $1)) r",
+						  dumped_tables[i][0], dumped_tables[i][1], dumped_tables[i][0]),
+				 2, types, values, NULL, SPI_OK_INSERT);
+	spi_exec("DELETE FROM kafka.stream_restore WHERE mv_name OPERATOR(pg_catalog.=) $1",
+			 1, ntypes, nvalues, NULL, SPI_OK_DELETE);
+	spi_exec("DELETE FROM kafka.stream_dump WHERE mv_name OPERATOR(pg_catalog.=) $1",
+			 1, ntypes, nvalues, NULL, SPI_OK_DELETE);
 	spi_end(&s);
 }

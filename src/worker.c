@@ -27,6 +27,12 @@
  *   with exponential back-off (1 s to 60 s) and its error is recorded in
  *   kafka.streams; the other views go on.
  *
+ * - On a hot standby nothing runs: the launcher starts when recovery has
+ *   finished (BgWorkerStart_RecoveryFinished), so a standby's views simply
+ *   follow the primary's by replication, and a promoted standby starts its
+ *   launcher by itself and resumes from the offsets that were replicated,
+ *   which committed together with the rows they account for.
+ *
  * - SIGTERM ends a worker at once, also in the middle of a refresh (which
  *   then rolls back, as any interrupted refresh does); SIGHUP reloads the
  *   configuration; the workers exit with the postmaster.  A worker also
@@ -230,6 +236,27 @@ wake_launcher_at_commit(XactEvent event, void *arg)
 }
 
 /*
+ * At commit, make sure this database has a worker (an auto view was switched
+ * on, or restored from a dump).  False if there can be no worker: kafka_fdw
+ * is not preloaded.
+ */
+bool
+kafka_auto_refresh_wake_at_commit(void)
+{
+	static bool callback_registered = false;
+
+	if (!preloaded || shared == NULL)
+		return false;
+	if (!callback_registered)
+	{
+		RegisterXactCallback(wake_launcher_at_commit, NULL);
+		callback_registered = true;
+	}
+	wake_at_commit = true;
+	return true;
+}
+
+/*
  * kafka.set_auto_refresh(view regclass, enabled boolean)
  *		Switch AUTO REFRESH of a streaming view on or off.
  */
@@ -239,7 +266,6 @@ kafka_set_auto_refresh(PG_FUNCTION_ARGS)
 	Oid			mv_oid = PG_GETARG_OID(0);
 	bool		enabled = PG_GETARG_BOOL(1);
 	KafkaStreamState st;
-	static bool callback_registered = false;
 
 	/* ownership first, then the lookup */
 	kafka_streaming_view_arg(mv_oid, true, &st);
@@ -248,17 +274,11 @@ kafka_set_auto_refresh(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("auto refresh needs kafka_fdw in shared_preload_libraries"),
 				 errhint("Add kafka_fdw to shared_preload_libraries in postgresql.conf and restart the server.")));
+	kafka_prevent_on_standby("kafka.set_auto_refresh()", mv_oid);
 
 	kafka_stream_set_auto_refresh(mv_oid, enabled);
 	if (enabled)
-	{
-		if (!callback_registered)
-		{
-			RegisterXactCallback(wake_launcher_at_commit, NULL);
-			callback_registered = true;
-		}
-		wake_at_commit = true;
-	}
+		(void) kafka_auto_refresh_wake_at_commit();
 	PG_RETURN_VOID();
 }
 
@@ -575,7 +595,7 @@ refresh_one(Oid mv_oid, MemoryContext work_cxt)
 			pgstat_report_activity(STATE_RUNNING,
 								   psprintf("auto refresh of %s", name ? name : "?"));
 			if (kafka_stream_pending(mv_oid))
-				(void) kafka_refresh_stream(mv_oid, "auto refresh");
+				(void) kafka_refresh_stream(mv_oid, "auto refresh", false);
 			SetUserIdAndSecContext(save_userid, save_sec);
 		}
 		PopActiveSnapshot();

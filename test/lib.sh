@@ -432,6 +432,35 @@ EOF
     log "postgres ready: port $port, data $dir/data, log $dir/postgresql.log"
 }
 
+# start_standby DIR PRIMARY_PORT — a hot standby of the server on 127.0.0.1:PRIMARY_PORT: pg_basebackup -R
+# (streaming replication, user postgres) into DIR/data, started on a free port with its socket in DIR/sock and
+# its log in DIR/postgresql.log; sets STANDBY_PORT (PGHOST/PGPORT are left alone). Stopped by lib_cleanup.
+start_standby() {
+    local dir="$1" primary_port="$2"
+    mkdir -p "$dir"
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$dir"
+    as_pg "$PG_BINDIR/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres -D "$dir/data" -R -X stream -c fast \
+        >"$dir/basebackup.log" 2>&1 || { tail -n 30 "$dir/basebackup.log" >&2; return 1; }
+    as_pg mkdir -p "$dir/sock"
+    STANDBY_PORT="$(free_port)" || { log "no free TCP port found"; return 1; }
+    printf "# --- added by test/lib.sh start_standby\nport = %s\nunix_socket_directories = '%s'\nhot_standby = on\n" \
+        "$STANDBY_PORT" "$dir/sock" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
+    _LIB_PG_DIRS+=("$dir")
+    as_pg "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/postgresql.log" -w -t 60 start >/dev/null \
+        || { log "standby failed to start"; tail -n 30 "$dir/postgresql.log" >&2; return 1; }
+    log "standby ready: port $STANDBY_PORT (primary $primary_port), data $dir/data, log $dir/postgresql.log"
+}
+
+# kill9_postgres DATADIR — kill -9 the postmaster of DATADIR and every process it started, at once (a
+# machine that dies): nothing is shut down cleanly, nothing more is written.
+kill9_postgres() {
+    local pm
+    pm="$(head -n 1 "$1/postmaster.pid")"
+    # shellcheck disable=SC2046
+    kill -9 "$pm" $(ps -o pid= --ppid "$pm") 2>/dev/null || true
+    wait_for "! pid_alive $pm" 10
+}
+
 # stop_postgres — stop the server at $PGDATA (fast mode).
 stop_postgres() { as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >/dev/null; }
 
