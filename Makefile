@@ -17,6 +17,7 @@ OBJS = \
 	src/refresh.o \
 	src/stream_catalog.o \
 	src/stream_insert.o \
+	src/stream_aggregate.o \
 	src/worker.o \
 	src/functions.o
 
