@@ -53,15 +53,6 @@
 	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
 #endif
 
-/* A non-HOT update's new index entries (aggregating views). */
-#if PG_VERSION_NUM >= 160000
-#define kafka_update_index_tuples(rri, slot, estate) \
-	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL, false)
-#else
-#define kafka_update_index_tuples(rri, slot, estate) \
-	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL)
-#endif
-
 /*
  * Unique indexes in which NULLs are equal (NULL group keys are one group)
  * appeared in PostgreSQL 15.

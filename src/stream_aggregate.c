@@ -830,8 +830,13 @@ write_group(GroupTable *t, bool found, Snapshot snapshot, EState *estate)
 		bool		update_indexes;
 
 		simple_table_tuple_update(t->rel, &t->tid, slot, snapshot, &update_indexes);
+		/*
+		 * Not HOT: new entries, inserted without the "unchanged by update"
+		 * hint (which would look for the updated columns in a range table
+		 * this executor state does not have).
+		 */
 		if (update_indexes && t->rri->ri_NumIndices > 0)
-			list_free(kafka_update_index_tuples(t->rri, slot, estate));
+			list_free(kafka_insert_index_tuples(t->rri, slot, estate));
 	}
 	else
 	{
