@@ -147,6 +147,7 @@ typedef struct GroupTable
 	int		   *index_key;		/* index column i -> key j */
 	FmgrInfo   *eq;				/* per index column */
 	ScanKeyData *skeys;
+	IndexScanDesc scan;			/* begun once, rescanned per group */
 	TupleTableSlot *old_slot;
 	TupleTableSlot *new_slot;
 	ItemPointerData tid;		/* of the row found */
@@ -720,7 +721,7 @@ find_group_index(Relation rel, int nkeys, const AttrNumber *key_att, int *index_
 
 static void
 open_group_table(GroupTable *t, Relation rel, int nkeys, AttrNumber *key_att,
-				 const char *what)
+				 const char *what, Snapshot snapshot)
 {
 	memset(t, 0, sizeof(GroupTable));
 	t->rel = rel;
@@ -760,13 +761,17 @@ open_group_table(GroupTable *t, Relation rel, int nkeys, AttrNumber *key_att,
 				 i + 1, RelationGetRelationName(t->index));
 		fmgr_info(get_opcode(op), &t->eq[i]);
 	}
+	t->scan = index_beginscan(rel, t->index, snapshot, nkeys, 0);
 }
 
 static void
 close_group_table(GroupTable *t)
 {
 	if (t->index)
+	{
+		index_endscan(t->scan);
 		index_close(t->index, NoLock);
+	}
 	ExecCloseIndices(t->rri);
 	ExecDropSingleTupleTableSlot(t->old_slot);
 	ExecDropSingleTupleTableSlot(t->new_slot);
@@ -790,8 +795,6 @@ find_group(GroupTable *t, int nkeys, Snapshot snapshot, Datum *keyv, bool *keyn)
 	}
 	else
 	{
-		IndexScanDesc scan;
-
 		for (int i = 0; i < nkeys; i++)
 		{
 			int			j = t->index_key[i];
@@ -805,10 +808,8 @@ find_group(GroupTable *t, int nkeys, Snapshot snapshot, Datum *keyv, bool *keyn)
 											   InvalidOid, t->index->rd_indcollation[i],
 											   &t->eq[i], keyv[j]);
 		}
-		scan = index_beginscan(t->rel, t->index, snapshot, nkeys, 0);
-		index_rescan(scan, t->skeys, nkeys, NULL, 0);
-		found = index_getnext_slot(scan, ForwardScanDirection, t->old_slot);
-		index_endscan(scan);
+		index_rescan(t->scan, t->skeys, nkeys, NULL, 0);
+		found = index_getnext_slot(t->scan, ForwardScanDirection, t->old_slot);
 	}
 	if (found)
 	{
@@ -908,7 +909,7 @@ merge_delta(AggDestReceiver *dest)
 		side_keys[j] = j + 1;
 	}
 	estate->es_output_cid = GetCurrentCommandId(true);
-	open_group_table(&view, matview, nkeys, view_keys, "materialized view");
+	open_group_table(&view, matview, nkeys, view_keys, "materialized view", snapshot);
 	if (spec->navg > 0)
 	{
 		Oid			side_oid = side_table_oid(RelationGetRelid(matview));
@@ -920,7 +921,7 @@ merge_delta(AggDestReceiver *dest)
 							RelationGetRelationName(matview)),
 					 errhint("Drop the materialized view and create it again.")));
 		side_rel = table_open(side_oid, RowExclusiveLock);
-		open_group_table(&side, side_rel, nkeys, side_keys, "state table");
+		open_group_table(&side, side_rel, nkeys, side_keys, "state table", snapshot);
 	}
 
 	while (tuplestore_gettupleslot(dest->delta, true, false, delta))
