@@ -953,10 +953,17 @@ merge_delta(AggDestReceiver *dest)
 		dn = delta->tts_isnull;
 		dest->records += (uint64) DatumGetInt64(dv[spec->delta_records]);
 
+		/*
+		 * The index scans live as long as the merge: what they allocate
+		 * (btree's killed items) must not go with the per-group memory.
+		 */
+		MemoryContextSwitchTo(old);
 		found = find_group(&view, nkeys, snapshot, dv, dn);
 		if (spec->navg > 0)
-		{
 			side_found = find_group(&side, nkeys, snapshot, dv, dn);
+		MemoryContextSwitchTo(per_group);
+		if (spec->navg > 0)
+		{
 			if (side_found != found)
 				elog(ERROR, "group of aggregating view \"%s\" is %s its state table",
 					 RelationGetRelationName(matview), found ? "missing from" : "only in");
