@@ -15,7 +15,9 @@
 # inserted); round 11 folds 1M records into views that hold 10M (every group updated): the refresh
 # time must not grow with history. After the last round the same 1M records are copied into a plain
 # table, and INSERT INTO a table (with the same unique index as the view) SELECT the same query over it
-# GROUP BY is timed RUNS (3) times, truncated before each.
+# GROUP BY is timed RUNS (3) times, truncated before each. In round 11 two more views of the same
+# queries, emptied and positioned at the end of the topic just before the fill, fold in the same 1M
+# records from history 0, refreshed beside the others (the host's load varies over a run).
 #
 # The mock keeps ~5 MiB per partition: PARTITIONS (64) is enough for 1M records of VALUE_BYTES (100)
 # (retention removes rounds already folded in, which is what a stream does).
@@ -85,18 +87,29 @@ SQL
 }
 
 declare -A ms peak
+views="agg_small agg_large"
 for round in $(seq 1 "$ROUNDS"); do
-    [ "$round" != "$ROUNDS" ] || psql_q -d "$DB" -c "CREATE TABLE before AS
-        SELECT partition_id AS p, next_offset AS o FROM kafka.stream_offsets WHERE mv_oid = 'agg_large'::regclass" >/dev/null
+    if [ "$round" = "$ROUNDS" ]; then
+        # history 0 in the same conditions as history 10M: views emptied and positioned at the end
+        # of the topic (reset_stream 'latest'), refreshed right beside the others
+        psql_q -d "$DB" >/dev/null <<SQL
+CREATE TABLE before AS
+  SELECT partition_id AS p, next_offset AS o FROM kafka.stream_offsets WHERE mv_oid = 'agg_large'::regclass;
+CREATE MATERIALIZED VIEW agg_small0 AS $(query "$GROUPS_SMALL" "s.$TOPIC") WITH NO DATA;
+CREATE MATERIALIZED VIEW agg_large0 AS $(query "$GROUPS_LARGE" "s.$TOPIC") WITH NO DATA;
+SELECT kafka.reset_stream('agg_small0', 'latest'), kafka.reset_stream('agg_large0', 'latest');
+SQL
+        views="agg_small agg_small0 agg_large agg_large0"
+    fi
     broker_ctl fill "$TOPIC" "$RECORDS" "$VALUE_BYTES" >/dev/null
     psql_q -d "$DB" -c "CHECKPOINT" >/dev/null
-    for v in agg_small agg_large; do
+    for v in $views; do
         read -r m p <<<"$(refresh_timed "$v")"
         ms[$v,$round]=$m; peak[$v,$round]=$p
         got="$(psql_q -d "$DB" -c "SELECT last_refresh_rows FROM kafka.streams WHERE mv_name = '$v'::regclass")"
         [ "$got" = "$RECORDS" ] || die "round $round: $v folded in $got records, not $RECORDS (retention?)"
     done
-    log "round $round (history $(( (round - 1) * RECORDS ))): agg_small ${ms[agg_small,$round]} ms (RssAnon ${peak[agg_small,$round]} kB), agg_large ${ms[agg_large,$round]} ms (RssAnon ${peak[agg_large,$round]} kB)"
+    log "round $round (history $(( (round - 1) * RECORDS ))): $(for v in $views; do printf '%s %s ms (RssAnon %s kB) ' "$v" "${ms[$v,$round]}" "${peak[$v,$round]}"; done)"
 done
 for v in agg_small agg_large; do
     groups="$(psql_q -d "$DB" -c "SELECT count(*) || ' groups, ' || sum(n) || ' records' FROM $v")"
@@ -135,12 +148,14 @@ echo "aggregating refresh benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(npro
 echo "broker: $BENCH_BROKER_DESC"
 bench_host_line
 printf '%-58s %12s %12s\n' "what" "1,000 groups" "100,000 groups"
-printf '%-58s %9s ms %9s ms\n' "REFRESH, history 0 (round 1: every group inserted)" "${ms[agg_small,1]}" "${ms[agg_large,1]}"
+printf '%-58s %9s ms %9s ms\n' "REFRESH, history 0 (round 1, every group inserted)" "${ms[agg_small,1]}" "${ms[agg_large,1]}"
+printf '%-58s %9s ms %9s ms\n' "REFRESH, history 0 (round $ROUNDS, beside the next line)" "${ms[agg_small0,$ROUNDS]}" "${ms[agg_large0,$ROUNDS]}"
 printf '%-58s %9s ms %9s ms\n' "REFRESH, history $(( (ROUNDS - 1) * RECORDS )) (round $ROUNDS: every group updated)" "${ms[agg_small,$ROUNDS]}" "${ms[agg_large,$ROUNDS]}"
 printf '%-58s %9s ms %9s ms\n' "INSERT ... SELECT ... GROUP BY from a table (median of $RUNS)" "$bs" "$bl"
 calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
 printf '%-58s %12s %12s\n' "baseline / refresh with history (target >= 1.0)" "$(calc "$bs / ${ms[agg_small,$ROUNDS]}")" "$(calc "$bl / ${ms[agg_large,$ROUNDS]}")"
-printf '%-58s %12s %12s\n' "refresh with history / refresh without" "$(calc "${ms[agg_small,$ROUNDS]} / ${ms[agg_small,1]}")" "$(calc "${ms[agg_large,$ROUNDS]} / ${ms[agg_large,1]}")"
+printf '%-58s %12s %12s\n' "refresh with history / without (round $ROUNDS)" "$(calc "${ms[agg_small,$ROUNDS]} / ${ms[agg_small0,$ROUNDS]}")" "$(calc "${ms[agg_large,$ROUNDS]} / ${ms[agg_large0,$ROUNDS]}")"
+echo "peak RssAnon in round $ROUNDS, history 0 (kB): agg_small0 ${peak[agg_small0,$ROUNDS]}, agg_large0 ${peak[agg_large0,$ROUNDS]}"
 echo "every round (ms): agg_small $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${ms[agg_small,$r]}"; done)"
 echo "                  agg_large $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${ms[agg_large,$r]}"; done)"
 echo "peak RssAnon of the refreshing backend (kB): agg_small $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${peak[agg_small,$r]}"; done)"

@@ -898,10 +898,19 @@ finish_avg(AggColumn *col, Datum sum, int64 count, bool *isnull)
 	return (Datum) 0;
 }
 
+/* CONTEXT line of errors raised while merging (an overflow). */
+static void
+merge_error_context(void *arg)
+{
+	errcontext("folding the new records into the groups of materialized view \"%s\"",
+			   RelationGetRelationName((Relation) arg));
+}
+
 /* Fold the delta rows into the view (and the side table). */
 static void
 merge_delta(AggDestReceiver *dest)
 {
+	ErrorContextCallback errcb;
 	AggSpec    *spec = dest->spec;
 	int			nkeys = spec->nkeys;
 	Relation	matview = dest->matview;
@@ -938,6 +947,10 @@ merge_delta(AggDestReceiver *dest)
 		open_group_table(&side, side_rel, nkeys, side_keys, "state table", snapshot);
 	}
 
+	errcb.callback = merge_error_context;
+	errcb.arg = matview;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
 	while (tuplestore_gettupleslot(dest->delta, true, false, delta))
 	{
 		MemoryContext old = MemoryContextSwitchTo(per_group);
@@ -1021,6 +1034,8 @@ merge_delta(AggDestReceiver *dest)
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(per_group);
 	}
+
+	error_context_stack = errcb.previous;
 
 	ExecDropSingleTupleTableSlot(delta);
 	close_group_table(&view);
