@@ -18,6 +18,7 @@ OBJS = \
 	src/stream_catalog.o \
 	src/stream_insert.o \
 	src/stream_dump.o \
+	src/stream_aggregate.o \
 	src/worker.o \
 	src/functions.o \
 	src/cdc_decode.o \

@@ -67,4 +67,15 @@
 #define kafka_init_range_table(estate, rtable) ExecInitRangeTable((estate), (rtable))
 #endif
 
+/*
+ * Unique indexes in which NULLs are equal (NULL group keys are one group)
+ * appeared in PostgreSQL 15.
+ */
+#if PG_VERSION_NUM >= 150000
+#define KAFKA_NULLS_NOT_DISTINCT " NULLS NOT DISTINCT"
+#define kafka_index_nulls_not_distinct(form) ((form)->indnullsnotdistinct)
+#else
+#error "aggregating streaming views need UNIQUE NULLS NOT DISTINCT (PostgreSQL 15)"
+#endif
+
 #endif							/* KAFKA_FDW_COMPAT_H */

@@ -210,8 +210,8 @@ validate_streaming_query(Query *query, const char *viewname)
 		reject_shape(viewname, "WITH queries");
 	if (query->hasSubLinks)
 		reject_shape(viewname, "subqueries");
-	if (query->hasAggs || query->groupClause || query->groupingSets || query->havingQual)
-		reject_shape(viewname, "aggregates or GROUP BY");
+	if (kafka_query_aggregates(query))
+		kafka_aggregate_validate(query, viewname);	/* an aggregating view */
 	if (query->hasWindowFuncs)
 		reject_shape(viewname, "window functions");
 	if (query->distinctClause)
@@ -440,6 +440,9 @@ mark_stream_scan(Plan *plan, List *rtable, Oid ftable_oid)
 				castNode(Integer, list_nth(fs->fdw_private, KafkaPrivateStreamScan))->ival = 1;
 		}
 		mark_stream_scan(plan->righttree, rtable, ftable_oid);
+		/* an aggregating view's records come from a subquery (stream_aggregate.c) */
+		if (IsA(plan, SubqueryScan))
+			mark_stream_scan(((SubqueryScan *) plan)->subplan, rtable, ftable_oid);
 	}
 }
 
@@ -750,6 +753,9 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString, bool may_restore)
 		case KAFKA_STREAM_REPLICA:
 			rows = kafka_replica_apply(matview, ctx, &opts, queryString);
 			break;
+		case KAFKA_STREAM_AGGREGATE:
+			rows = kafka_aggregate_refresh(matview, ctx, queryString, opts.on_error_fail);
+			break;
 		default:
 			elog(ERROR, "stream \"%s\" is of unknown kind '%c'",
 				 RelationGetRelationName(matview), (char) st.kind);
@@ -912,7 +918,13 @@ create_streaming_view(PlannedStmt *pstmt, const char *queryString,
 	CommandCounterIncrement();
 	mv_oid = RangeVarGetRelid(stmt->into->rel, NoLock, false);
 	kafka_get_table_options(ftable_oid, &opts);
-	kafka_stream_register(mv_oid, ftable_oid, opts.topic, KAFKA_STREAM_VIEW);
+	if (kafka_query_aggregates((Query *) stmt->query))
+	{
+		kafka_stream_register(mv_oid, ftable_oid, opts.topic, KAFKA_STREAM_AGGREGATE);
+		kafka_aggregate_setup(mv_oid);
+	}
+	else
+		kafka_stream_register(mv_oid, ftable_oid, opts.topic, KAFKA_STREAM_VIEW);
 	CommandCounterIncrement();
 
 	if (!skip_data)
@@ -1113,10 +1125,11 @@ kafka_streaming_view_arg(Oid mv_oid, bool need_owner, KafkaStreamState *st)
  * takes: readers keep reading the old rows until the reset commits.
  * (REFRESH ... WITH NO DATA would swap in an empty heap under an ACCESS
  * EXCLUSIVE lock, held until the re-ingest that follows it has committed.)
- * The dead rows are VACUUM's, as after any DELETE.
+ * The dead rows are VACUUM's, as after any DELETE.  Also empties the state
+ * table of an aggregating view (stream_aggregate.c).
  */
-static void
-empty_stream_view(Oid mv_oid)
+void
+kafka_empty_stream_relation(Oid mv_oid)
 {
 	Relation	rel = table_open(mv_oid, ExclusiveLock);
 	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
@@ -1157,7 +1170,7 @@ kafka_reset_stream(PG_FUNCTION_ARGS)
 	kafka_prevent_on_standby("kafka.reset_stream()", mv_oid);
 	PreventCommandIfReadOnly("kafka.reset_stream()");
 
-	empty_stream_view(mv_oid);
+	kafka_empty_stream_relation(mv_oid);
 	CommandCounterIncrement();
 
 	kafka_stream_forget_offsets(mv_oid);

@@ -124,6 +124,7 @@ extern bool kafka_may_read_stream(Oid mv_oid, Oid owner);
 extern bool kafka_stream_pending(Oid mv_oid);
 extern Oid	kafka_relation_owner(Oid relid);
 extern bool kafka_is_kafka_table(Oid relid);
+extern void kafka_empty_stream_relation(Oid relid);
 
 /*
  * What a refresh does with a stream's new records (kafka.stream_state.kind).
@@ -176,6 +177,7 @@ extern List *kafka_stream_auto_views(void);
 extern List *kafka_stream_all_views(void);
 extern void kafka_stream_set_auto_refresh(Oid mv_oid, bool enabled);
 extern void kafka_stream_record_failure(Oid mv_oid, const char *message);
+extern void kafka_stream_exec_utility(const char *sql, bool as_state_owner);
 extern void kafka_stream_log_lost_range(Oid mv_oid, TimestampTz refresh_time,
 										int32 partition, int64 from, int64 to);
 
@@ -204,6 +206,13 @@ extern int	kafka_auto_refresh_interval_ms;
 extern int	kafka_auto_refresh_max_workers;
 extern void kafka_worker_init(void);
 extern bool kafka_auto_refresh_wake_at_commit(void);
+
+/* in stream_aggregate.c */
+extern bool kafka_query_aggregates(Query *query);
+extern void kafka_aggregate_validate(Query *query, const char *viewname);
+extern void kafka_aggregate_setup(Oid mv_oid);
+extern uint64 kafka_aggregate_refresh(Relation matview, KafkaStreamContext *ctx,
+									  const char *queryString, bool on_error_fail);
 
 /* in stream_insert.c */
 extern DestReceiver *kafka_create_stream_dest(Relation matview);

@@ -157,6 +157,31 @@ spi_end(SpiSession *s)
 	SetUserIdAndSecContext(s->saved_userid, s->saved_sec_context);
 }
 
+/*
+ * Run a utility statement (DDL of an aggregating view) with the pinned
+ * search_path, as the extension's owner or as the current user.
+ */
+void
+kafka_stream_exec_utility(const char *sql, bool as_state_owner)
+{
+	SpiSession	s;
+
+	if (as_state_owner)
+		spi_begin(&s);
+	else
+	{
+		GetUserIdAndSecContext(&s.saved_userid, &s.saved_sec_context);
+		s.guc_nestlevel = NewGUCNestLevel();
+		(void) set_config_option("search_path", SAFE_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+	}
+	if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "kafka_fdw statement failed: %s", sql);
+	spi_end(&s);
+}
+
 static void
 spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
 		 int expected)

@@ -16,7 +16,7 @@
 set -euo pipefail
 . "$REPO_ROOT/test/lib.sh"
 
-db=t049
+db=t095
 fx="$REPO_ROOT/test/fixtures/debezium"
 pg_install_extension "$db" >/dev/null
 make_analyst "$db" cdc_analyst
@@ -49,7 +49,7 @@ same_as_tsv() {
 }
 tsv_of() { psql_q -d "$db" -c "SET timezone = 'UTC'; COPY (SELECT * FROM $1 ORDER BY 1) TO STDOUT"; }
 
-t_s="t049_schemas_$$"; t_n="t049_noschemas_$$"; t_m="t049_mysql_$$"; t_bad="t049_bad_$$"
+t_s="t095_schemas_$$"; t_n="t095_noschemas_$$"; t_m="t095_mysql_$$"; t_bad="t095_bad_$$"
 for t in "$t_s" "$t_n" "$t_m" "$t_bad"; do broker_ctl create "$t" 1 >/dev/null; done
 produce "$fx/pg_schemas.jsonl" "$t_s" 0 17
 produce "$fx/pg_noschemas.jsonl" "$t_n" 0 17
@@ -186,7 +186,7 @@ assert_contains "$(q "SELECT string_agg(error_reason, ' | ') FROM kafka.stream_s
 # --- a primary-key update of a row with an unchanged TOASTed value -----------------------------------
 # Debezium: d of the old key (header __debezium.newkey), its tombstone, c of the new key (header
 # __debezium.oldkey) whose unchanged TOASTed column holds the placeholder: the value is the old row's.
-t_mv="t049_move_$$"; broker_ctl create "$t_mv" 1 >/dev/null
+t_mv="t095_move_$$"; broker_ctl create "$t_mv" 1 >/dev/null
 kput() { printf '%s\t%s\n' "$1" "$2" | kcat -P -b "$KAFKA_BROKERS" -t "$t_mv" -p 0 -K $'\t' -Z "${@:3}"; }
 psql_q -d "$db" >/dev/null <<SQL
 IMPORT FOREIGN SCHEMA kafka LIMIT TO ("$t_mv") FROM SERVER k INTO src;
@@ -221,7 +221,7 @@ echo "ok - auto refresh applies a replica's new events"
 q "SELECT kafka.set_auto_refresh('cdc_s', false)" >/dev/null
 
 # --- every table of a captured database -----------------------------------------------------------
-pfx="t049db$$"
+pfx="t095db$$"
 for t in "$pfx" "$pfx.public.customer" "$pfx.public.product" "$pfx.public.empty"; do broker_ctl create "$t" 1 >/dev/null; done
 produce "$fx/pg_schemas.jsonl" "$pfx.public.customer" 0 17
 produce "$fx/pg_schemas.jsonl" "$pfx.public.product" 0 17
@@ -251,4 +251,4 @@ out="$(psql -X -qAt -d "$db" -U cdc_other -c "SELECT kafka.apply_replica('cdc_s'
 assert_contains "$out" "must be owner of table cdc_s" "another user cannot apply the replica"
 out="$(psql -X -qAt -d "$db" -U cdc_other -c "SELECT count(*) FROM kafka.streams WHERE mv_name::text LIKE 'cdc_%'" 2>&1)"
 assert_eq "0" "$out" "kafka.streams shows another user nothing of replicas they cannot read"
-echo "ok - t/049 done"
+echo "ok - t/095 done"

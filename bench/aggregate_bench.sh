@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# bench/aggregate_bench.sh — refreshing an aggregating streaming view against INSERT ... SELECT ...
+# GROUP BY of the same new records from a table, side by side in one run (SPEC §6: "aggregating
+# refresh >= 1.0 x INSERT ... SELECT ... GROUP BY over the new records; independent of history"), and
+# the refreshing backend's memory.
+#
+#   bash bench/aggregate_bench.sh
+#
+# Starts its own test broker (1 broker) and throwaway PostgreSQL. Two aggregating views over one topic,
+# with GROUPS_SMALL (1,000) and GROUPS_LARGE (100,000) groups:
+#   SELECT (kafka.json_parse(kafka_value)->>'id')::bigint % G AS g, count(*), sum(kafka_offset),
+#          avg(length(kafka_value)), min(kafka_offset), max(kafka_offset) ... GROUP BY 1
+# Then ROUNDS (11) times: fill RECORDS (1M) new records, REFRESH each view (timed, with the backend's
+# peak RssAnon sampled every 20 ms). Round 1 folds 1M records into empty views (history 0: every group
+# inserted); round 11 folds 1M records into views that hold 10M (every group updated): the refresh
+# time must not grow with history. After the last round the same 1M records are copied into a plain
+# table, and INSERT INTO a table (with the same unique index as the view) SELECT the same query over it
+# GROUP BY is timed RUNS (3) times, truncated before each. In round 11 two more views of the same
+# queries, emptied and positioned at the end of the topic just before the fill, fold in the same 1M
+# records from history 0, refreshed beside the others (the host's load varies over a run).
+#
+# The mock keeps ~5 MiB per partition: PARTITIONS (64) is enough for 1M records of VALUE_BYTES (100)
+# (retention removes rounds already folded in, which is what a stream does).
+set -euo pipefail
+export LC_ALL=C.UTF-8
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT
+cd "$REPO_ROOT"
+# shellcheck source=test/lib.sh
+. "$REPO_ROOT/test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$REPO_ROOT/bench/lib.sh"
+
+RECORDS="${RECORDS:-1000000}"
+PARTITIONS="${PARTITIONS:-64}"
+VALUE_BYTES="${VALUE_BYTES:-100}"
+ROUNDS="${ROUNDS:-11}"
+RUNS="${RUNS:-3}"
+GROUPS_SMALL="${GROUPS_SMALL:-1000}"
+GROUPS_LARGE="${GROUPS_LARGE:-100000}"
+TOPIC=aggregate_bench
+DB=aggregate_bench
+
+PG_EXTRA_CONF="${PG_EXTRA_CONF:-}
+shared_buffers = '512MB'
+max_wal_size = '4GB'
+checkpoint_timeout = '30min'"
+export PG_EXTRA_CONF
+bench_start "$DB"
+chmod 777 "$WORK_DIR"
+bench_create_topic "$TOPIC" "$PARTITIONS"
+
+query() {   # query G FROM
+    echo "SELECT (kafka.json_parse(kafka_value)->>'id')::bigint % $1 AS g, count(*) AS n,
+       sum(kafka_offset) AS s, avg(length(kafka_value)) AS len, min(kafka_offset) AS lo, max(kafka_offset) AS hi
+  FROM $2 GROUP BY 1"
+}
+psql_q -d "$DB" >/dev/null <<SQL
+SELECT kafka.create_external_schema('s', brokers => '$KAFKA_BROKERS');
+CREATE MATERIALIZED VIEW agg_small AS $(query "$GROUPS_SMALL" "s.$TOPIC") WITH NO DATA;
+CREATE MATERIALIZED VIEW agg_large AS $(query "$GROUPS_LARGE" "s.$TOPIC") WITH NO DATA;
+SQL
+
+# refresh_timed VIEW — REFRESH VIEW in a session whose anonymous memory is sampled; prints "ms peak_kb".
+refresh_timed() {
+    local view="$1" fifo="$WORK_DIR/refresh.fifo" pid="" peak=0 kb out psql_pid
+    rm -f "$fifo"; mkfifo "$fifo"
+    psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <"$fifo" >"$WORK_DIR/refresh.out" 2>&1 &
+    psql_pid=$!
+    exec 7>"$fifo"
+    echo "SELECT pg_backend_pid();" >&7
+    while [ -z "$pid" ]; do pid="$(head -n 1 "$WORK_DIR/refresh.out" 2>/dev/null || true)"; sleep 0.01; done
+    cat >&7 <<SQL
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+REFRESH MATERIALIZED VIEW $view;
+SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
+SQL
+    exec 7>&-
+    while kill -0 "$psql_pid" 2>/dev/null; do
+        kb="$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+        if [ -n "$kb" ] && [ "$kb" -gt "$peak" ]; then peak="$kb"; fi
+        sleep 0.02
+    done
+    wait "$psql_pid" || { cat "$WORK_DIR/refresh.out" >&2; die "refresh of $view failed"; }
+    out="$(cat "$WORK_DIR/refresh.out")"
+    echo "$(grep '^ms|' <<<"$out" | cut -d'|' -f2) $peak"
+}
+
+declare -A ms peak
+views="agg_small agg_large"
+for round in $(seq 1 "$ROUNDS"); do
+    if [ "$round" = "$ROUNDS" ]; then
+        # history 0 in the same conditions as history 10M: views emptied and positioned at the end
+        # of the topic (reset_stream 'latest'), refreshed right beside the others
+        psql_q -d "$DB" >/dev/null <<SQL
+CREATE TABLE before AS
+  SELECT partition_id AS p, next_offset AS o FROM kafka.stream_offsets WHERE mv_oid = 'agg_large'::regclass;
+CREATE MATERIALIZED VIEW agg_small0 AS $(query "$GROUPS_SMALL" "s.$TOPIC") WITH NO DATA;
+CREATE MATERIALIZED VIEW agg_large0 AS $(query "$GROUPS_LARGE" "s.$TOPIC") WITH NO DATA;
+SELECT kafka.reset_stream('agg_small0', 'latest'), kafka.reset_stream('agg_large0', 'latest');
+SQL
+        views="agg_small agg_small0 agg_large agg_large0"
+    fi
+    broker_ctl fill "$TOPIC" "$RECORDS" "$VALUE_BYTES" >/dev/null
+    psql_q -d "$DB" -c "CHECKPOINT" >/dev/null
+    for v in $views; do
+        read -r m p <<<"$(refresh_timed "$v")"
+        ms[$v,$round]=$m; peak[$v,$round]=$p
+        got="$(psql_q -d "$DB" -c "SELECT last_refresh_rows FROM kafka.streams WHERE mv_name = '$v'::regclass")"
+        [ "$got" = "$RECORDS" ] || die "round $round: $v folded in $got records, not $RECORDS (retention?)"
+    done
+    log "round $round (history $(( (round - 1) * RECORDS ))): $(for v in $views; do printf '%s %s ms (RssAnon %s kB) ' "$v" "${ms[$v,$round]}" "${peak[$v,$round]}"; done)"
+done
+for v in agg_small agg_large; do
+    groups="$(psql_q -d "$DB" -c "SELECT count(*) || ' groups, ' || sum(n) || ' records' FROM $v")"
+    log "$v: $groups"
+done
+
+# The baseline: the last round's 1M records in a table; INSERT ... SELECT ... GROUP BY of them.
+psql_q -d "$DB" >/dev/null <<SQL
+CREATE TABLE batch AS SELECT t.kafka_partition, t.kafka_offset, t.kafka_value
+  FROM s.$TOPIC t JOIN before b ON b.p = t.kafka_partition AND t.kafka_offset >= b.o;
+VACUUM ANALYZE batch;
+CREATE TABLE target_small AS SELECT * FROM agg_small WITH NO DATA;
+CREATE TABLE target_large AS SELECT * FROM agg_large WITH NO DATA;
+CREATE UNIQUE INDEX ON target_small (g) NULLS NOT DISTINCT;
+CREATE UNIQUE INDEX ON target_large (g) NULLS NOT DISTINCT;
+SQL
+[ "$(psql_q -d "$DB" -c "SELECT count(*) FROM batch")" = "$RECORDS" ] || die "the baseline table does not hold the last $RECORDS records"
+insert_timed() {   # insert_timed TARGET G
+    psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <<SQL | grep '^ms|' | cut -d'|' -f2
+TRUNCATE $1;
+CHECKPOINT;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+INSERT INTO $1 $(query "$2" batch);
+SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
+SQL
+}
+base_small=""; base_large=""
+for run in $(seq 1 "$RUNS"); do
+    base_small+="$(insert_timed target_small "$GROUPS_SMALL") "
+    base_large+="$(insert_timed target_large "$GROUPS_LARGE") "
+done
+bs="$(median "$base_small")"; bl="$(median "$base_large")"
+
+echo
+echo "aggregating refresh benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $RECORDS new records per refresh, $PARTITIONS partitions, ~$VALUE_BYTES-byte values"
+echo "broker: $BENCH_BROKER_DESC"
+bench_host_line
+printf '%-58s %12s %12s\n' "what" "1,000 groups" "100,000 groups"
+printf '%-58s %9s ms %9s ms\n' "REFRESH, history 0 (round 1, every group inserted)" "${ms[agg_small,1]}" "${ms[agg_large,1]}"
+printf '%-58s %9s ms %9s ms\n' "REFRESH, history 0 (round $ROUNDS, beside the next line)" "${ms[agg_small0,$ROUNDS]}" "${ms[agg_large0,$ROUNDS]}"
+printf '%-58s %9s ms %9s ms\n' "REFRESH, history $(( (ROUNDS - 1) * RECORDS )) (round $ROUNDS: every group updated)" "${ms[agg_small,$ROUNDS]}" "${ms[agg_large,$ROUNDS]}"
+printf '%-58s %9s ms %9s ms\n' "INSERT ... SELECT ... GROUP BY from a table (median of $RUNS)" "$bs" "$bl"
+calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
+printf '%-58s %12s %12s\n' "baseline / refresh with history (target >= 1.0)" "$(calc "$bs / ${ms[agg_small,$ROUNDS]}")" "$(calc "$bl / ${ms[agg_large,$ROUNDS]}")"
+printf '%-58s %12s %12s\n' "refresh with history / without (round $ROUNDS)" "$(calc "${ms[agg_small,$ROUNDS]} / ${ms[agg_small0,$ROUNDS]}")" "$(calc "${ms[agg_large,$ROUNDS]} / ${ms[agg_large0,$ROUNDS]}")"
+echo "peak RssAnon in round $ROUNDS, history 0 (kB): agg_small0 ${peak[agg_small0,$ROUNDS]}, agg_large0 ${peak[agg_large0,$ROUNDS]}"
+echo "every round (ms): agg_small $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${ms[agg_small,$r]}"; done)"
+echo "                  agg_large $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${ms[agg_large,$r]}"; done)"
+echo "peak RssAnon of the refreshing backend (kB): agg_small $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${peak[agg_small,$r]}"; done)"
+echo "                                             agg_large $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${peak[agg_large,$r]}"; done)"
