@@ -225,6 +225,24 @@ record_error_context(void *arg)
 				   RelationGetRelationName(a->rel));
 }
 
+/*
+ * Let go of the rows the slots hold, with their buffer pins: a pin taken in
+ * a subtransaction must be released before it ends.  The trigger slots are
+ * made at startup (cdc_startup), outside any subtransaction, for the same
+ * reason: a slot pins its tuple descriptor in the current resource owner.
+ */
+static void
+clear_slots(CdcApply *a)
+{
+	ExecClearTuple(a->old_slot);
+	ExecClearTuple(a->new_slot);
+	ExecClearTuple(a->search_slot);
+	if (a->rri->ri_TrigOldSlot)
+		ExecClearTuple(a->rri->ri_TrigOldSlot);
+	if (a->rri->ri_TrigNewSlot)
+		ExecClearTuple(a->rri->ri_TrigNewSlot);
+}
+
 /* Fill a slot from the event's row image; the other columns from 'old' or NULL. */
 static void
 fill_slot(CdcApply *a, TupleTableSlot *slot, TupleTableSlot *old, bool keys_only)
@@ -457,9 +475,7 @@ apply_event(CdcApply *a, const CdcRecord *r, int pi)
 			}
 			break;
 	}
-	ExecClearTuple(a->old_slot);
-	ExecClearTuple(a->new_slot);
-	ExecClearTuple(a->search_slot);
+	clear_slots(a);
 	ResetPerTupleExprContext(a->estate);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(a->event_cxt);
@@ -583,8 +599,7 @@ flush_window(CdcApply *a)
 			ExecSimpleRelationUpdate(a->rri, a->estate, &a->epq, a->old_slot, a->new_slot);
 		else if (!img->is_delete)
 			ExecSimpleRelationInsert(a->rri, a->estate, a->new_slot);
-		ExecClearTuple(a->old_slot);
-		ExecClearTuple(a->new_slot);
+		clear_slots(a);
 		ResetPerTupleExprContext(a->estate);
 	}
 	a->current = NULL;
@@ -809,9 +824,7 @@ apply_in_subtransaction(CdcApply *a, int from, int to)
 		edata = CopyErrorData();
 		FlushErrorState();
 		/* the slots' buffer pins belong to the subtransaction */
-		ExecClearTuple(a->old_slot);
-		ExecClearTuple(a->new_slot);
-		ExecClearTuple(a->search_slot);
+		clear_slots(a);
 		a->current = NULL;
 		MemoryContextReset(a->event_cxt);
 		reset_window(a);
@@ -948,6 +961,11 @@ cdc_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 	a->search_slot = ExecInitExtraTupleSlot(a->estate, RelationGetDescr(a->rel), &TTSOpsVirtual);
 	a->new_slot = ExecInitExtraTupleSlot(a->estate, RelationGetDescr(a->rel), &TTSOpsVirtual);
 	a->old_slot = table_slot_create(a->rel, &a->estate->es_tupleTable);
+	if (a->rel->trigdesc)
+	{
+		(void) ExecGetTriggerOldSlot(a->estate, a->rri);
+		(void) ExecGetTriggerNewSlot(a->estate, a->rri);
+	}
 	for (int i = 0; i < a->rri->ri_NumIndices; i++)
 		if (RelationGetRelid(a->rri->ri_IndexRelationDescs[i]) == a->pk_index)
 			a->index = a->rri->ri_IndexRelationDescs[i];
