@@ -28,6 +28,20 @@
  *   the log callback (which may run on librdkafka's threads) only copy text
  *   into the handle under a mutex and never touch PostgreSQL.
  *
+ * - A refusal is final: a failed TLS handshake (untrusted CA, host name not
+ *   in the certificate), a TLS alert from the broker (no client certificate
+ *   where one is required), a failed SASL authentication.  librdkafka keeps
+ *   reconnecting after one, and its requests just time out, so the blocking
+ *   calls (metadata, offsets: the first requests of every statement) look at
+ *   what the error callback recorded (check_refused) after each failed slice
+ *   and raise the refusal at once instead of waiting for
+ *   kafka_fdw.connect_timeout.  A request that succeeds within its slice is
+ *   never aborted, but a refusal by any listed broker can end a statement that
+ *   another broker would have served a slice later: brokers of one cluster
+ *   that differ in certificates or credentials are a configuration error.  A
+ *   scan, which starts after those requests succeeded, waits out
+ *   connect_timeout as before and then names the refusal.
+ *
  * - Authentication 'iam' (MSK IAM over SASL/OAUTHBEARER): the credentials are
  *   copied into malloc'd memory (msk_iam.c) when the handle is created.  A
  *   first token is signed right away in the backend, so that a signing
@@ -76,6 +90,32 @@ static void kafka_inval_callback(Datum arg, int cacheid, uint32 hashvalue);
 static void kafka_connections_shutdown(int code, Datum arg);
 static void connection_destroy(KafkaConnection *conn);
 
+/*
+ * The error as a refusal that waiting cannot change (see the header):
+ * RD_KAFKA_RESP_ERR__SSL or __AUTHENTICATION, or NO_ERROR if it is none.
+ * Under TLS 1.3 the broker refuses a client certificate after the handshake,
+ * with an alert that librdkafka reports as a transport error; an "unexpected
+ * eof" or a reset (a broker going away) is no alert, and not a refusal.
+ */
+static rd_kafka_resp_err_t
+refusal_of(int err, const char *reason)
+{
+	switch (err)
+	{
+		case RD_KAFKA_RESP_ERR__SSL:
+		case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+			return err;
+		case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+			return RD_KAFKA_RESP_ERR__AUTHENTICATION;
+		case RD_KAFKA_RESP_ERR__TRANSPORT:
+			if (strstr(reason, "SSL routines") != NULL && strstr(reason, " alert ") != NULL)
+				return RD_KAFKA_RESP_ERR__SSL;
+			return RD_KAFKA_RESP_ERR_NO_ERROR;
+		default:
+			return RD_KAFKA_RESP_ERR_NO_ERROR;
+	}
+}
+
 /* librdkafka error callback: remember the text for the next error report. */
 static void
 kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -87,6 +127,16 @@ kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	pthread_mutex_lock(&conn->error_lock);
 	strlcpy(conn->last_error, reason, sizeof(conn->last_error));
 	conn->last_error_code = err;
+	if (conn->refusal_code == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		rd_kafka_resp_err_t refusal = refusal_of(err, reason);
+
+		if (refusal != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			strlcpy(conn->refusal, reason, sizeof(conn->refusal));
+			conn->refusal_code = refusal;
+		}
+	}
 	pthread_mutex_unlock(&conn->error_lock);
 }
 
@@ -378,6 +428,8 @@ kafka_connection_acquire(Oid serverid, Oid userid)
 			pthread_mutex_lock(&conn->error_lock);
 			conn->last_error[0] = '\0';
 			conn->last_error_code = RD_KAFKA_RESP_ERR_NO_ERROR;
+			conn->refusal[0] = '\0';
+			conn->refusal_code = RD_KAFKA_RESP_ERR_NO_ERROR;
 			pthread_mutex_unlock(&conn->error_lock);
 			return conn;
 		}
@@ -473,6 +525,14 @@ kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
 	pthread_mutex_lock(&conn->error_lock);
 	strlcpy(last, conn->last_error, sizeof(last));
 	cause = conn->last_error_code;
+	if (conn->refusal_code != RD_KAFKA_RESP_ERR_NO_ERROR &&
+		(err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+		 err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == conn->refusal_code))
+	{
+		/* the refusal, not "1/1 brokers are down" that librdkafka says after it */
+		strlcpy(last, conn->refusal, sizeof(last));
+		cause = conn->refusal_code;
+	}
 	pthread_mutex_unlock(&conn->error_lock);
 	if (last[0])
 		strlcpy(last, kafka_scrub_secrets(conn, last), sizeof(last));
@@ -480,15 +540,14 @@ kafka_report_error(KafkaConnection *conn, rd_kafka_resp_err_t err,
 	/*
 	 * A refused TLS handshake or SASL authentication makes librdkafka's
 	 * requests time out just like an unreachable broker (it keeps trying);
-	 * the error callback knows the real cause, and waiting longer would not
-	 * help.
+	 * the error callback knows the real cause.
 	 */
 	if (err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
 		err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
 	{
 		if (cause == RD_KAFKA_RESP_ERR__AUTHENTICATION || cause == RD_KAFKA_RESP_ERR__SSL)
 			err = cause;
-		/* under TLS 1.3 a refused client certificate arrives after the handshake */
+		/* a TLS error seen only at the deadline, e.g. a handshake cut short */
 		else if (strstr(last, "SSL routines") != NULL)
 			err = RD_KAFKA_RESP_ERR__SSL;
 	}
@@ -612,6 +671,31 @@ deadline_from_now(void)
 }
 
 /*
+ * After a failed attempt: if the brokers refused the handshake or the
+ * credentials (see the header), or the handle hit a fatal error, raise that
+ * now rather than retrying until the deadline.
+ */
+static void
+check_refused(KafkaConnection *conn, const char *topic)
+{
+	rd_kafka_resp_err_t refusal;
+	char		fatal[256];
+
+	rd_kafka_poll(conn->rk, 0);
+	pthread_mutex_lock(&conn->error_lock);
+	refusal = conn->refusal_code;
+	pthread_mutex_unlock(&conn->error_lock);
+	if (refusal != RD_KAFKA_RESP_ERR_NO_ERROR)
+		kafka_report_error(conn, refusal, topic);
+	refusal = rd_kafka_fatal_error(conn->rk, fatal, sizeof(fatal));
+	if (refusal != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		conn->invalidated = true;
+		kafka_report_error(conn, refusal, topic);
+	}
+}
+
+/*
  * Fetch metadata for one topic (or all topics when topic is NULL), retrying
  * in interruptible slices until kafka_fdw.connect_timeout.  The caller frees
  * the result with rd_kafka_metadata_destroy().
@@ -656,6 +740,7 @@ fetch_metadata(KafkaConnection *conn, const char *topic)
 			}
 			if (!is_retriable(err) || GetCurrentTimestamp() >= deadline)
 				kafka_report_error(conn, err, topic);
+			check_refused(conn, topic);
 		}
 	}
 	PG_CATCH();
@@ -782,6 +867,7 @@ list_offsets(KafkaConnection *conn, const char *topic, const int32 *partitions,
 		rd_kafka_topic_partition_list_destroy(list);
 		if (!retry || GetCurrentTimestamp() >= deadline)
 			kafka_report_error(conn, err ? err : RD_KAFKA_RESP_ERR__TIMED_OUT, topic);
+		check_refused(conn, topic);
 		pg_usleep(10 * 1000L);
 	}
 

@@ -110,6 +110,14 @@ typedef struct KafkaConnection
 	char		last_error[512];
 	rd_kafka_resp_err_t last_error_code;
 
+	/*
+	 * The first refusal the error callback saw (a failed TLS handshake, a
+	 * TLS alert from the broker, a failed SASL authentication), kept when
+	 * later errors overwrite last_error: waiting would not change it.
+	 */
+	char		refusal[512];
+	rd_kafka_resp_err_t refusal_code;
+
 	struct KafkaConnection *next;
 } KafkaConnection;
 

@@ -12,7 +12,8 @@
 #
 # Environment knobs:
 #   KEEP_TMP=1              keep the temp dir (logs, pg_regress results, data dirs) for inspection
-#   TEST_TIMEOUT=300        seconds allowed per scripted test
+#   TEST_TIMEOUT=300        seconds allowed per scripted test (a test may allow itself more with a
+#                           line "# test-timeout: SECONDS" among its first 60 lines)
 #   BROKER_COUNT=3          brokers in the test cluster (--brokers)
 #   PG_PRELOAD=kafka_fdw    shared_preload_libraries ('' to disable)
 #   KAFKA_FDW_SKIP_BUILD=1  developer-only: do not build/install the extension and skip pg_regress
@@ -316,7 +317,9 @@ for t in "${SCRIPTED_SEL[@]}"; do
     tlog="$TEST_TMP.log"
     loglines="$(log_lines)"
     # timeout makes its own process group: whatever the test leaves behind is killed with it.
-    TEST_TMP="$TEST_TMP" timeout -k 10 "$TEST_TIMEOUT" bash "$REPO_ROOT/$t" </dev/null >"$tlog" 2>&1 &
+    ttimeout="$(head -n 60 "$t" | sed -n 's/^# test-timeout: \([0-9][0-9]*\)$/\1/p' | head -n 1)"
+    [ -n "$ttimeout" ] && [ "$ttimeout" -gt "$TEST_TIMEOUT" ] || ttimeout="$TEST_TIMEOUT"
+    TEST_TMP="$TEST_TMP" timeout -k 10 "$ttimeout" bash "$REPO_ROOT/$t" </dev/null >"$tlog" 2>&1 &
     CURRENT_TEST_PID=$!
     trc=0; wait "$CURRENT_TEST_PID" || trc=$?
     kill -TERM -- "-$CURRENT_TEST_PID" 2>/dev/null || true
@@ -331,7 +334,7 @@ for t in "${SCRIPTED_SEL[@]}"; do
         printf 'test %-40s ... ok      %6d ms\n' "t/$name" "$ms"
     else
         FAILED=$((FAILED + 1)); FAILED_NAMES+=("t/$name")
-        why="exit status $trc"; [ "$trc" -ne 124 ] || why="timed out after ${TEST_TIMEOUT}s"
+        why="exit status $trc"; [ "$trc" -ne 124 ] || why="timed out after ${ttimeout}s"
         printf 'test %-40s ... FAILED  %6d ms (%s)\n' "t/$name" "$ms" "$why"
         echo "----- last 60 lines of $tlog"
         tail -n 60 "$tlog"

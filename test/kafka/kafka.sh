@@ -170,6 +170,10 @@ log.retention.check.interval.ms=1000
 log.cleaner.backoff.ms=1000
 log.segment.delete.delay.ms=1000
 file.delete.delay.ms=1000
+# A broker that has not registered with the controller quorum within this exits (default 60 s). On a
+# busy 2-core machine three JVMs starting at once can take that long; the harness's own deadline
+# (KAFKA_START_TIMEOUT) decides instead, and says so.
+initial.broker.registration.timeout.ms=600000
 # TLS: PEM key stores and trust store; the MTLS listener requires a client certificate
 ssl.keystore.type=PEM
 ssl.keystore.location=$c/broker-keystore.pem
@@ -303,14 +307,37 @@ cmd_kill() {
     done
 }
 
+# node_ports STATE_DIR N — the ports of node N's listeners (from its server.properties), one a line.
+node_ports() { sed -n 's/^listeners=//p' "$1/node$2/server.properties" | tr ',' '\n' | sed 's/.*://'; }
+
+# ports_held PORT... — print "PORT STATE" for each socket (TCP, IPv4 or IPv6) whose local end is one of
+# the ports and that would make a bind fail: any state but TIME_WAIT (06) and CLOSE (07), which a
+# listener with SO_REUSEADDR (Kafka's) binds over.
+ports_held() {
+    local want="" p
+    for p in "$@"; do want+=" $(printf '%04X' "$p")"; done
+    cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v want="$want " '$4 != "06" && $4 != "07" && $4 != "st" {
+        n = split($2, a, ":"); if (index(want, " " a[n] " ")) print a[n], $4 }' | sort -u \
+        | while read -r p st; do echo "$((16#$p)) $st"; done
+}
+
 # cmd_restart STATE_DIR N... — start nodes N... again (same configuration and data), wait until every node
-# of the cluster is in the metadata again and the listeners serve.
+# of the cluster is in the metadata again and the listeners serve. A node is started only once its
+# listener ports are free: a socket still bound to one (an outgoing connection whose local end took it,
+# or a self-connection of a client reconnecting to it, both possible only for a port in the ephemeral
+# range) makes the node exit at once with "Address already in use".
 cmd_restart() {
-    local state="$1" i; shift
+    local state="$1" i held; shift
     # shellcheck disable=SC1091
     . "$state/env"
     for i in "$@"; do
         [ ! -s "$state/node$i/pid" ] || ! kill -0 "$(cat "$state/node$i/pid")" 2>/dev/null || die "node $i is running"
+        for _ in $(seq 100); do
+            held="$(ports_held $(node_ports "$state" "$i"))"
+            [ -n "$held" ] || break
+            sleep 0.1
+        done
+        [ -z "$held" ] || die "node $i: its ports are still in use 10 s after it died (port, TCP state): $(echo $held)"
         echo "----- restarted by kafka.sh restart at $(date +%T)" >>"$state/node$i/kafka.log"
         start_node "$state" "$i" "$REAL_KAFKA_CLASSPATH"
     done
@@ -322,13 +349,20 @@ cmd_restart() {
             # A node that exits while starting says why in an ERROR line, not in its last lines (its
             # shutdown). Seen once under load after a kill -9: start it again, at most twice.
             log "node $i exited during restart:"
-            grep -E ' (ERROR|FATAL) ' "$state/node$i/kafka.log" | tail -n 5 >&2
+            grep -E ' (ERROR|FATAL) |Exception' "$state/node$i/kafka.log" | tail -n 8 >&2
             tries=$((tries + 1))
             [ "$tries" -le 2 ] || die "node $i exited during restart $tries times"
             sleep 2
             start_node "$state" "$i" "$REAL_KAFKA_CLASSPATH"
         done
-        [ "$(date +%s)" -lt "$deadline" ] || die "the cluster did not serve within ${KAFKA_START_TIMEOUT:-90} s of the restart"
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            for i in $(seq "$REAL_KAFKA_NODES"); do
+                log "node $i: its last ERROR lines, then its last lines:"
+                grep -E ' (ERROR|FATAL) ' "$state/node$i/kafka.log" | tail -n 5 >&2
+                tail -n 5 "$state/node$i/kafka.log" >&2
+            done
+            die "the cluster did not serve within ${KAFKA_START_TIMEOUT:-90} s of the restart"
+        fi
         sleep 0.3
     done
     log "restarted node(s) $*: all $REAL_KAFKA_NODES serve"

@@ -26,16 +26,23 @@
 # scanning and appended rows when the test kills the leader.
 # The analyst parts (server, views, refreshes, auto refresh) run as an ordinary role.
 #
-# Opt-in (KAFKA_FDW_FAILOVER_TESTS=1): it starts, kills and restarts three more JVMs on the 2-core
-# machine (2 to 3.5 minutes), and in one of its first full-suite runs a killed node exited again
-# while being restarted (the harness now starts such a node again, and prints its errors); until it
-# has a record of clean runs it does not gate the default suite.
+# It starts, kills and restarts three more JVMs on the 2-core machine (about 2 minutes, more on a
+# busy machine): it allows itself 600 s instead of the runner's default 300 s. Every wait is on a
+# condition, bounded; the node restarts wait until the cluster serves (KAFKA_START_TIMEOUT 180 s).
+# test-timeout: 600
+#
+# A node restarted here once exited at once, in the suite's first runs, when test ports were drawn
+# from 20000-60000, inside the kernel's ephemeral range 32768-60999; its log was not kept, and the
+# likeliest cause is the one that made a node exit at start in a CI run then: while a node is down, its
+# peers' controllers and brokers and every client keep reconnecting to its ports, and a connection
+# to a port of the ephemeral range can get that very port as its local end (a self-connection: a
+# loop of connects to a free port of that range got one after about 40,000 tries here), as any
+# outgoing connection can
+# take a listener port while the node is down; the restarted node's bind then fails ("Address
+# already in use") and it exits. Ports now come from below the ephemeral range (test/ports.sh), and
+# kafka.sh restart starts a node only once no socket holds its ports.
 set -euo pipefail
 . "$REPO_ROOT/test/lib.sh"
-if [ "${KAFKA_FDW_FAILOVER_TESTS:-0}" != 1 ]; then
-    echo "skip - the three-node broker-failure test runs with KAFKA_FDW_FAILOVER_TESTS=1"
-    exit 77
-fi
 
 db=t570
 role=t570_analyst
@@ -68,7 +75,8 @@ trap 'exit 143' TERM
 KAFKA_START_TIMEOUT=120 real_kafka_start "$k3" 3 >"$TEST_TMP/kafka3-start.log" 2>&1 \
     || { cat "$TEST_TMP/kafka3-start.log"; die "the three-node cluster did not start"; }
 echo "ok - three-node cluster up in $(elapsed_ms "$t_start") ms: $REAL_KAFKA_BROKERS"
-k3ctl() { bash "$REPO_ROOT/test/kafka/kafka.sh" "$1" "$k3" "${@:2}"; }
+# restarts wait on the cluster serving, up to 180 s (a busy 2-core machine starts JVMs slowly)
+k3ctl() { KAFKA_START_TIMEOUT=180 bash "$REPO_ROOT/test/kafka/kafka.sh" "$1" "$k3" "${@:2}"; }
 # leaders TOPIC — "PARTITION LEADER ISR" lines from Kafka's admin API
 leaders() { kafka_tool leaders "$1" 2>/dev/null; }
 produce() {   # produce N TOPIC PARTITION — N JSON records, acks=all
