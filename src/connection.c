@@ -74,7 +74,6 @@ static bool callbacks_registered = false;
 
 static void kafka_inval_callback(Datum arg, int cacheid, uint32 hashvalue);
 static void kafka_connections_shutdown(int code, Datum arg);
-static void connection_destroy(KafkaConnection *conn);
 
 /* librdkafka error callback: remember the text for the next error report. */
 static void
@@ -237,8 +236,15 @@ kafka_scrub_secrets(KafkaConnection *conn, const char *text)
 	return result;
 }
 
-static KafkaConnection *
-connection_create(Oid serverid, Oid userid)
+/*
+ * Create a handle of the given type for (server, user), outside the pool.
+ * configure, if not NULL, adds properties to the configuration before the
+ * handle is made (the producer's, see produce.c).  Destroy it with
+ * kafka_connection_destroy().
+ */
+KafkaConnection *
+kafka_connection_create(Oid serverid, Oid userid, rd_kafka_type_t type,
+						KafkaConfHook configure, void *arg)
 {
 	ForeignServer *server = GetForeignServer(serverid);
 	UserMapping *mapping = kafka_find_user_mapping(userid, serverid);
@@ -253,6 +259,20 @@ connection_create(Oid serverid, Oid userid)
 
 	/* build the configuration first: it may throw, and owns nothing yet */
 	conf = kafka_build_conf(server, mapping, userid, &auth, NULL);
+	if (configure)
+	{
+		PG_TRY();
+		{
+			configure(conf, arg);
+		}
+		PG_CATCH();
+		{
+			rd_kafka_conf_destroy(conf);
+			wipe_auth_config(&auth);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
 
 	conn = MemoryContextAllocZero(TopMemoryContext, sizeof(KafkaConnection));
 	conn->serverid = serverid;
@@ -301,7 +321,7 @@ connection_create(Oid serverid, Oid userid)
 	 */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &saved);
-	conn->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	conn->rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
 	if (conn->rk && conn->iam)
 		bgerr = rd_kafka_sasl_background_callbacks_enable(conn->rk);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
@@ -369,7 +389,7 @@ kafka_connection_acquire(Oid serverid, Oid userid)
 		if (!conn->in_use && conn->invalidated)
 		{
 			*prev = conn->next;
-			connection_destroy(conn);
+			kafka_connection_destroy(conn);
 			continue;
 		}
 		if (!conn->in_use && conn->serverid == serverid && conn->userid == userid)
@@ -384,7 +404,7 @@ kafka_connection_acquire(Oid serverid, Oid userid)
 		prev = &conn->next;
 	}
 
-	conn = connection_create(serverid, userid);
+	conn = kafka_connection_create(serverid, userid, RD_KAFKA_CONSUMER, NULL, NULL);
 	conn->in_use = true;
 	conn->next = connections;
 	connections = conn;
@@ -408,14 +428,15 @@ kafka_connection_release(KafkaConnection *conn)
 		if (*prev == conn)
 		{
 			*prev = conn->next;
-			connection_destroy(conn);
+			kafka_connection_destroy(conn);
 			return;
 		}
 	}
 }
 
-static void
-connection_destroy(KafkaConnection *conn)
+/* Destroy a handle that is not (or no longer) in the pool. */
+void
+kafka_connection_destroy(KafkaConnection *conn)
 {
 	if (conn->rk)
 		rd_kafka_destroy_flags(conn->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
