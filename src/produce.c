@@ -515,6 +515,13 @@ report_delivery_failure(const char *topic)
 					 errdetail("%s", dr_first_errstr),
 					 errhint("The brokers' message.max.bytes (or the topic's max.message.bytes) limits the size of a record.")));
 			break;
+		case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+					 errmsg("Kafka refused the kafka_timestamp of a record for topic \"%s\"", topic),
+					 errdetail("%s", dr_first_errstr),
+					 errhint("Brokers refuse create times too far from their clock: see the topic's message.timestamp.before.max.ms and message.timestamp.after.max.ms (1 hour into the future by default).")));
+			break;
 		case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
