@@ -1231,12 +1231,15 @@ kafkaPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelatio
 					   int subplan_index)
 {
 	RangeTblEntry *rte = planner_rt_fetch(resultRelation, root);
-	Relation	rel = table_open(rte->relid, NoLock);
-	KafkaColumn *columns = kafka_map_columns(rel);
+	Relation	rel;
+	KafkaColumn *columns;
 	int			attno = -1;
 
+	/* UPDATE and DELETE: the executor says "cannot update foreign table" */
 	if (plan->operation != CMD_INSERT)
-		elog(ERROR, "kafka_fdw supports INSERT only");
+		return NIL;
+	rel = table_open(rte->relid, NoLock);
+	columns = kafka_map_columns(rel);
 	if (plan->onConflictAction != ONCONFLICT_NONE)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
