@@ -1126,8 +1126,14 @@ produce_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (producer == NULL)
+			if (producer == NULL || !producer_txn_open)
+			{
+				/* never commit without records we were given */
+				if (xact.log_count > 0)
+					elog(ERROR, "the Kafka producer is gone with " INT64_FORMAT " records to produce",
+						 xact.log_count);
 				break;
+			}
 			drain_log();
 			wait_deliveries(xact.topics ? (const char *) linitial(xact.topics) : "?");
 			txn_call("commit", rd_kafka_commit_transaction);
