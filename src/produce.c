@@ -182,7 +182,7 @@ static DeliveryResult returning_result;
 static rd_kafka_headers_t *orphan_headers = NULL;
 
 /* kafka_fdw.insert_batch_size */
-static int	kafka_insert_batch_size = 1000;
+static int	kafka_insert_batch_size = 1;
 
 /* Per-statement state. */
 typedef struct KafkaModifyState
@@ -1337,6 +1337,16 @@ modify_begin(EState *estate, ResultRelInfo *rinfo, bool returning, bool explain_
 	}
 	st->topic_idx = i;
 
+	/*
+	 * A topic that does not exist is an error now, not when librdkafka gives
+	 * up on its records (topic.metadata.propagation.max.ms later).
+	 */
+	{
+		int32	   *parts;
+
+		(void) kafka_topic_partitions(producer, st->topic, &parts);
+		pfree(parts);
+	}
 	st->rkt = rd_kafka_topic_new(producer->rk, st->topic, NULL);
 	if (st->rkt == NULL)
 		kafka_report_error(producer, rd_kafka_last_error(), st->topic);
@@ -1522,9 +1532,9 @@ kafka_produce_init(void)
 {
 	DefineCustomIntVariable("kafka_fdw.insert_batch_size",
 							"Rows an INSERT into a Kafka foreign table hands over at once.",
-							"1 disables batching; RETURNING and row triggers always use 1.",
+							"1 (the default) hands over each row as it comes, which librdkafka batches anyway; more makes the executor copy each row first.",
 							&kafka_insert_batch_size,
-							1000, 1, 100000,
+							1, 1, 100000,
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
 }

@@ -130,6 +130,11 @@ assert_eq 1 "$(grep -cx 'rb' "$TEST_TMP/uncommitted.txt" || true)" "the rolled-b
 assert_eq 0 "$(q "SELECT count(*) FROM ft WHERE kafka_key IN ('rb', 'sp-1', 'sp-inner', 'plpgsql')")" "... and visible nowhere (scan, Java)"
 assert_eq 0 "$(grep -c ' x7262 ' "$TEST_TMP/java.txt" || true)" "Java read_committed does not see it"
 
+# a large INSERT inside a savepoint goes through the temporary file, then to Kafka at RELEASE
+q "BEGIN; SAVEPOINT s; INSERT INTO ft2 (kafka_key, kafka_value) SELECT convert_to('big-' || g, 'UTF8'), convert_to(repeat('b', 200), 'UTF8') FROM generate_series(1, 100000) g; RELEASE s; COMMIT;"
+assert_eq 100000 "$(real_kcat -C -t "$t2" -o beginning -e -q -X isolation.level=read_committed -f '%k\n' | grep -c '^big-')" \
+    "100,000 records inserted inside a savepoint arrive after RELEASE and COMMIT"
+
 # --- murmur2: the partitions Java's default partitioner picks -----------------------------------------
 { for i in $(seq 1 300); do echo "key-$i"; done; echo "ключ-ü"; echo "a"; echo "ab"; echo "abc"; echo "x y"; } >"$TEST_TMP/keys.txt"
 kafka_tool keyed "$tk" <"$TEST_TMP/keys.txt" | sort >"$TEST_TMP/java_parts.txt"
@@ -148,6 +153,38 @@ hdr="$(real_kcat -C -t "$t" -o beginning -e -q -X isolation.level=read_committed
 sysid="$(q "SELECT system_identifier FROM pg_control_system()")"
 assert_eq "pg_xid=$sysid:$xid" "$hdr" "the record carries pg_xid=<system identifier>:<transaction id>"
 assert_eq committed "$(q "SELECT pg_xact_status('${hdr#*:}'::xid8)")" "pg_xact_status() of the header's transaction id: committed"
+
+# the window: a serialization failure detected at commit, after the Kafka commit (README, Producing).
+# Session B's write skew with session A dooms B when A commits first; B's COMMIT then fails after its
+# Kafka transaction committed: the record is visible, and its xid header says the transaction aborted.
+q "CREATE TABLE acct (id int PRIMARY KEY, bal int); INSERT INTO acct VALUES (1, 10), (2, 10)"
+for s_ in a b; do
+    mkfifo "$TEST_TMP/$s_.in"
+    psql -X -qAt -U "$role" -d "$db" <"$TEST_TMP/$s_.in" >"$TEST_TMP/$s_.out" 2>&1 &
+done
+exec 4>"$TEST_TMP/a.in" 5>"$TEST_TMP/b.in"
+m=0
+# sess FD SQL — run SQL in session FD (4: a, 5: b) and wait until it is done
+sess() {
+    m=$((m + 1))
+    printf '%s\n\\echo mark-%s\n' "$2" "$m" >&"$1"
+    wait_for "grep -qx 'mark-$m' '$TEST_TMP/a.out' '$TEST_TMP/b.out'" 30 \
+        || { cat "$TEST_TMP/a.out" "$TEST_TMP/b.out" >&2; die "session $1 did not carry out: $2"; }
+}
+sess 4 "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT 'a-sum:' || sum(bal) FROM acct;"
+sess 5 "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT 'b-sum:' || sum(bal) FROM acct;"
+sess 4 "UPDATE acct SET bal = bal - 20 WHERE id = 1;"
+sess 5 "UPDATE acct SET bal = bal - 20 WHERE id = 2;"
+sess 5 "INSERT INTO ft (kafka_key, kafka_value) VALUES ('window', 'v'); SELECT 'b-xid:' || txid_current();"
+sess 4 "COMMIT;"
+sess 5 "COMMIT;"
+exec 4>&- 5>&-
+assert_contains "$(cat "$TEST_TMP/b.out")" "could not serialize access" "session b's COMMIT fails with a serialization failure (after pre-commit)"
+bxid="$(sed -n 's/^b-xid://p' "$TEST_TMP/b.out")"
+assert_eq aborted "$(q "SELECT pg_xact_status('$bxid'::xid8)")" "PostgreSQL rolled b back"
+hdr="$(real_kcat -C -t "$t" -o beginning -e -q -X isolation.level=read_committed -f '%k %h\n' | awk '$1 == "window" {print $2}')"
+assert_eq "pg_xid=$sysid:$bxid" "$hdr" "the window: b's record is visible to read_committed, with b's transaction id in its header"
+assert_eq aborted "$(q "SELECT pg_xact_status('${hdr#*:}'::xid8)")" "a consumer detects it: pg_xact_status() of the header's id says aborted"
 q "ALTER FOREIGN TABLE ft OPTIONS (DROP xid_header)"
 
 # --- errors and privileges -----------------------------------------------------------------------------
