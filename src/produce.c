@@ -1339,7 +1339,8 @@ modify_begin(EState *estate, ResultRelInfo *rinfo, bool returning, bool explain_
 
 	/*
 	 * A topic that does not exist is an error now, not when librdkafka gives
-	 * up on its records (topic.metadata.propagation.max.ms later).
+	 * up on its records (topic.metadata.propagation.max.ms later): one
+	 * metadata round trip per statement.
 	 */
 	{
 		int32	   *parts;

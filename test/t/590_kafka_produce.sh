@@ -15,9 +15,9 @@ set -euo pipefail
 . "$REAL_KAFKA_STATE/env"
 . "$REPO_ROOT/test/lib.sh"
 
-db=t580
-role=t580_analyst
-t="t580_main_$$"; t2="t580_copy_$$"; tj="t580_json_$$"; tk="t580_keys_java_$$"; tf="t580_keys_fdw_$$"
+db=t590
+role=t590_analyst
+t="t590_main_$$"; t2="t590_copy_$$"; tj="t590_json_$$"; tk="t590_keys_java_$$"; tf="t590_keys_fdw_$$"
 real_analyst_db "$db" "$role" k
 kafka_tool create "$t" 3 retention.ms=-1     # records from 2001 and 2024: past the default 7 days
 kafka_tool create "$t2" 3 retention.ms=-1
@@ -192,13 +192,17 @@ out="$(q_out "BEGIN; INSERT INTO ft (kafka_value) VALUES ('p'); PREPARE TRANSACT
 assert_contains "$out" "cannot PREPARE a transaction that inserted into a Kafka foreign table" "PREPARE TRANSACTION is refused"
 out="$(q_out "INSERT INTO ft (kafka_value, kafka_partition) VALUES ('p', 7)" || true)"
 assert_contains "$out" "partition 7 of Kafka topic \"$t\" does not exist" "a partition the topic lacks is an error"
-psql_q -d "$db" -c "CREATE ROLE t580_other LOGIN" -c "CREATE USER MAPPING FOR t580_other SERVER k" -c "GRANT USAGE ON SCHEMA kafka TO t580_other"
-out="$(psql -X -qAt -U t580_other -d "$db" -c "INSERT INTO ft (kafka_value) VALUES ('denied')" 2>&1 || true)"
+q "CREATE FOREIGN TABLE fnone (kafka_value text) SERVER k OPTIONS (topic 't590_no_such_topic')"
+out="$(q_out "INSERT INTO fnone VALUES ('x')" || true)"
+assert_contains "$out" 'Kafka topic "t590_no_such_topic" does not exist' "a topic that does not exist is an error (not created)"
+assert_eq 0 "$(real_kcat -L 2>/dev/null | grep -c t590_no_such_topic || true)" "... and it was not created"
+psql_q -d "$db" -c "CREATE ROLE t590_other LOGIN" -c "CREATE USER MAPPING FOR t590_other SERVER k" -c "GRANT USAGE ON SCHEMA kafka TO t590_other"
+out="$(psql -X -qAt -U t590_other -d "$db" -c "INSERT INTO ft (kafka_value) VALUES ('denied')" 2>&1 || true)"
 assert_contains "$out" "permission denied for foreign table ft" "INSERT needs the INSERT privilege"
-q "GRANT INSERT ON ft TO t580_other"
-psql -X -qAt -v ON_ERROR_STOP=1 -U t580_other -d "$db" -c "INSERT INTO ft (kafka_key, kafka_value) VALUES ('granted', 'v')"
+q "GRANT INSERT ON ft TO t590_other"
+psql -X -qAt -v ON_ERROR_STOP=1 -U t590_other -d "$db" -c "INSERT INTO ft (kafka_key, kafka_value) VALUES ('granted', 'v')"
 assert_eq 1 "$(real_kcat -C -t "$t" -o beginning -e -q -X isolation.level=read_committed -f '%k\n' | grep -cx granted)" "with INSERT granted, another role produces"
-out="$(psql -X -qAt -U t580_other -d "$db" -c "SELECT count(*) FROM ft" 2>&1 || true)"
+out="$(psql -X -qAt -U t590_other -d "$db" -c "SELECT count(*) FROM ft" 2>&1 || true)"
 assert_contains "$out" "permission denied for foreign table ft" "INSERT does not give SELECT"
 
 # --- unreachable brokers, cancel ------------------------------------------------------------------------
