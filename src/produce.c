@@ -83,6 +83,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "functions.h"
 #include "kafka_fdw.h"
 
 /* Microseconds between the Unix and PostgreSQL epochs. */
@@ -692,17 +693,6 @@ bad_headers(const char *detail, uint32 i)
 			 errhint("Headers are written as a scan returns them: [{\"key\": \"name\", \"value\": \"text\"}, {\"key\": \"name\", \"value\": null}, {\"key\": \"name\", \"value_base64\": \"AP8=\"}].")));
 }
 
-static JsonbValue *
-object_field(JsonbContainer *object, const char *key)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = unconstify(char *, key);
-	k.val.string.len = strlen(key);
-	return findJsonbValueFromContainer(object, JB_FOBJECT, &k);
-}
-
 /* Fill st->rec's headers from a kafka_headers jsonb (in the record context). */
 static void
 headers_from_jsonb(KafkaModifyState *st, Jsonb *jb, int extra)
@@ -724,11 +714,11 @@ headers_from_jsonb(KafkaModifyState *st, Jsonb *jb, int extra)
 		if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
 			bad_headers("Element %u is not a JSON object.", i + 1);
 		object = elem->val.binary.data;
-		name = object_field(object, "key");
+		name = kafka_header_field(object, "key");
 		if (name == NULL || name->type != jbvString)
 			bad_headers("Element %u has no string \"key\".", i + 1);
-		value = object_field(object, "value");
-		b64 = object_field(object, "value_base64");
+		value = kafka_header_field(object, "value");
+		b64 = kafka_header_field(object, "value_base64");
 		if (JsonContainerSize(object) != 2 || (value == NULL) == (b64 == NULL))
 			bad_headers("Element %u must have \"key\" and one of \"value\" and \"value_base64\", nothing else.", i + 1);
 		st->rec.hnames[i] = name->val.string.val;
