@@ -1523,7 +1523,7 @@ kafka_produce_init(void)
 {
 	DefineCustomIntVariable("kafka_fdw.insert_batch_size",
 							"Rows an INSERT into a Kafka foreign table hands over at once.",
-							"1 (the default) hands over each row as it comes, which librdkafka batches anyway; more makes the executor copy each row first.",
+							"1 (the default) hands over each row as it comes, which librdkafka batches anyway; more makes the executor collect (and copy) rows first.",
 							&kafka_insert_batch_size,
 							1, 1, 100000,
 							PGC_USERSET, 0,
