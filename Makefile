@@ -14,6 +14,7 @@ OBJS = \
 	src/record.o \
 	src/record_eval.o \
 	src/import.o \
+	src/produce.o \
 	src/refresh.o \
 	src/stream_catalog.o \
 	src/stream_insert.o \

@@ -88,7 +88,6 @@ static bool callbacks_registered = false;
 
 static void kafka_inval_callback(Datum arg, int cacheid, uint32 hashvalue);
 static void kafka_connections_shutdown(int code, Datum arg);
-static void connection_destroy(KafkaConnection *conn);
 
 /*
  * The error as a refusal that waiting cannot change (see the header):
@@ -287,8 +286,15 @@ kafka_scrub_secrets(KafkaConnection *conn, const char *text)
 	return result;
 }
 
-static KafkaConnection *
-connection_create(Oid serverid, Oid userid)
+/*
+ * Create a handle of the given type for (server, user), outside the pool.
+ * configure, if not NULL, adds properties to the configuration before the
+ * handle is made (the producer's, see produce.c).  Destroy it with
+ * kafka_connection_destroy().
+ */
+KafkaConnection *
+kafka_connection_create(Oid serverid, Oid userid, rd_kafka_type_t type,
+						KafkaConfHook configure, void *arg)
 {
 	ForeignServer *server = GetForeignServer(serverid);
 	UserMapping *mapping = kafka_find_user_mapping(userid, serverid);
@@ -303,6 +309,20 @@ connection_create(Oid serverid, Oid userid)
 
 	/* build the configuration first: it may throw, and owns nothing yet */
 	conf = kafka_build_conf(server, mapping, userid, &auth, NULL);
+	if (configure)
+	{
+		PG_TRY();
+		{
+			configure(conf, arg);
+		}
+		PG_CATCH();
+		{
+			rd_kafka_conf_destroy(conf);
+			wipe_auth_config(&auth);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
 
 	conn = MemoryContextAllocZero(TopMemoryContext, sizeof(KafkaConnection));
 	conn->serverid = serverid;
@@ -351,7 +371,7 @@ connection_create(Oid serverid, Oid userid)
 	 */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &saved);
-	conn->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	conn->rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
 	if (conn->rk && conn->iam)
 		bgerr = rd_kafka_sasl_background_callbacks_enable(conn->rk);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
@@ -419,7 +439,7 @@ kafka_connection_acquire(Oid serverid, Oid userid)
 		if (!conn->in_use && conn->invalidated)
 		{
 			*prev = conn->next;
-			connection_destroy(conn);
+			kafka_connection_destroy(conn);
 			continue;
 		}
 		if (!conn->in_use && conn->serverid == serverid && conn->userid == userid)
@@ -436,7 +456,7 @@ kafka_connection_acquire(Oid serverid, Oid userid)
 		prev = &conn->next;
 	}
 
-	conn = connection_create(serverid, userid);
+	conn = kafka_connection_create(serverid, userid, RD_KAFKA_CONSUMER, NULL, NULL);
 	conn->in_use = true;
 	conn->next = connections;
 	connections = conn;
@@ -460,14 +480,15 @@ kafka_connection_release(KafkaConnection *conn)
 		if (*prev == conn)
 		{
 			*prev = conn->next;
-			connection_destroy(conn);
+			kafka_connection_destroy(conn);
 			return;
 		}
 	}
 }
 
-static void
-connection_destroy(KafkaConnection *conn)
+/* Destroy a handle that is not (or no longer) in the pool. */
+void
+kafka_connection_destroy(KafkaConnection *conn)
 {
 	if (conn->rk)
 		rd_kafka_destroy_flags(conn->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);

@@ -741,9 +741,9 @@ kafka_from_varbyte(PG_FUNCTION_ARGS)
  * Reading the kafka_headers format
  */
 
-/* Look up a key of a header object; NULL if absent */
-static JsonbValue *
-header_field(JsonbContainer *object, const char *key)
+/* Look up a key of a header object; NULL if absent (see functions.h) */
+JsonbValue *
+kafka_header_field(JsonbContainer *object, const char *key)
 {
 	JsonbValue	k;
 
@@ -791,7 +791,7 @@ find_header(Jsonb *headers, text *name, bool *is_base64)
 					 errdetail("Element %u is not a JSON object.", i + 1)));
 		object = elem->val.binary.data;
 
-		key = header_field(object, HDR_KEY);
+		key = kafka_header_field(object, HDR_KEY);
 		if (key == NULL || key->type != jbvString)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -801,7 +801,7 @@ find_header(Jsonb *headers, text *name, bool *is_base64)
 			memcmp(key->val.string.val, namestr, namelen) != 0)
 			continue;
 
-		value = header_field(object, HDR_VALUE);
+		value = kafka_header_field(object, HDR_VALUE);
 		if (value != NULL)
 		{
 			if (value->type == jbvNull)
@@ -814,7 +814,7 @@ find_header(Jsonb *headers, text *name, bool *is_base64)
 								   i + 1)));
 			return value;
 		}
-		value = header_field(object, HDR_VALUE_BASE64);
+		value = kafka_header_field(object, HDR_VALUE_BASE64);
 		if (value == NULL || value->type != jbvString)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

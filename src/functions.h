@@ -58,4 +58,11 @@ extern Jsonb *kafka_build_headers_jsonb(int nheaders,
 extern bool kafka_json_bytes_to_jsonb(const char *data, int len, Datum *result,
 									  char *errbuf, size_t errbufsize);
 
+/*
+ * kafka_header_field
+ *		The value of key in one object of a kafka_headers array, or NULL
+ *		(used by kafka.header() and by INSERT, produce.c).
+ */
+extern JsonbValue *kafka_header_field(JsonbContainer *object, const char *key);
+
 #endif							/* KAFKA_FDW_FUNCTIONS_H */

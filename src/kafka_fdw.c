@@ -56,6 +56,7 @@ _PG_init(void)
 							0, 0, INT_MAX,
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
+	kafka_produce_init();
 	kafka_install_utility_hook();
 	kafka_worker_init();
 
@@ -84,6 +85,17 @@ kafka_fdw_handler(PG_FUNCTION_ARGS)
 	routine->InitializeWorkerForeignScan = kafkaInitializeWorkerForeignScan;
 	routine->ShutdownForeignScan = kafkaShutdownForeignScan;
 	routine->ImportForeignSchema = kafkaImportForeignSchema;
+
+	/* INSERT and COPY FROM (produce.c) */
+	routine->IsForeignRelUpdatable = kafkaIsForeignRelUpdatable;
+	routine->PlanForeignModify = kafkaPlanForeignModify;
+	routine->BeginForeignModify = kafkaBeginForeignModify;
+	routine->ExecForeignInsert = kafkaExecForeignInsert;
+	routine->ExecForeignBatchInsert = kafkaExecForeignBatchInsert;
+	routine->GetForeignModifyBatchSize = kafkaGetForeignModifyBatchSize;
+	routine->EndForeignModify = kafkaEndForeignModify;
+	routine->BeginForeignInsert = kafkaBeginForeignInsert;
+	routine->EndForeignInsert = kafkaEndForeignInsert;
 
 	PG_RETURN_POINTER(routine);
 }

@@ -52,6 +52,7 @@ typedef struct KafkaTableOptions
 	KafkaStartKind start_kind;
 	int64		start_timestamp_ms; /* for KAFKA_START_TIMESTAMP */
 	bool		on_error_fail;	/* on_error 'fail' (default 'skip') */
+	char	   *xid_header;		/* INSERT: header naming the transaction, or NULL */
 } KafkaTableOptions;
 
 /* A librdkafka property as kafka_build_conf() set it (secrets redacted). */
@@ -142,6 +143,11 @@ extern bool kafka_parse_timestamp(const char *str, int64 *ms);
 extern UserMapping *kafka_find_user_mapping(Oid userid, Oid serverid);
 extern char *kafka_scrub_secrets(KafkaConnection *conn, const char *text);
 extern KafkaConnection *kafka_connection_acquire(Oid serverid, Oid userid);
+typedef void (*KafkaConfHook) (rd_kafka_conf_t *conf, void *arg);
+extern KafkaConnection *kafka_connection_create(Oid serverid, Oid userid,
+												rd_kafka_type_t type,
+												KafkaConfHook configure, void *arg);
+extern void kafka_connection_destroy(KafkaConnection *conn);
 extern void kafka_connection_release(KafkaConnection *conn);
 extern int	kafka_topic_partitions(KafkaConnection *conn, const char *topic,
 								   int32 **partitions);
@@ -204,6 +210,24 @@ extern void kafkaReInitializeDSMForeignScan(ForeignScanState *node, ParallelCont
 											void *coordinate);
 extern void kafkaInitializeWorkerForeignScan(ForeignScanState *node, shm_toc *toc,
 											 void *coordinate);
+
+/* in produce.c */
+extern void kafka_produce_init(void);
+extern int	kafkaIsForeignRelUpdatable(Relation rel);
+extern List *kafkaPlanForeignModify(PlannerInfo *root, ModifyTable *plan,
+									Index resultRelation, int subplan_index);
+extern void kafkaBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
+									List *fdw_private, int subplan_index, int eflags);
+extern void kafkaBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo);
+extern TupleTableSlot *kafkaExecForeignInsert(EState *estate, ResultRelInfo *rinfo,
+											  TupleTableSlot *slot, TupleTableSlot *planSlot);
+extern TupleTableSlot **kafkaExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo,
+													TupleTableSlot **slots,
+													TupleTableSlot **planSlots,
+													int *numSlots);
+extern int	kafkaGetForeignModifyBatchSize(ResultRelInfo *rinfo);
+extern void kafkaEndForeignModify(EState *estate, ResultRelInfo *rinfo);
+extern void kafkaEndForeignInsert(EState *estate, ResultRelInfo *rinfo);
 
 /* in import.c */
 extern List *kafkaImportForeignSchema(ImportForeignSchemaStmt *stmt, Oid serverOid);

@@ -80,6 +80,7 @@ static const KafkaOption kafka_options[] = {
 	{"topic", ForeignTableRelationId, 0},
 	{"start_offset", ForeignTableRelationId, 0},
 	{"on_error", ForeignTableRelationId, 0},
+	{"xid_header", ForeignTableRelationId, 0},
 	{NULL, InvalidOid, 0}
 };
 
@@ -397,7 +398,8 @@ validate_option_value(DefElem *def)
 
 	if (strcmp(def->defname, "brokers") == 0)
 		(void) kafka_check_brokers(value);
-	else if (strcmp(def->defname, "topic") == 0)
+	else if (strcmp(def->defname, "topic") == 0 ||
+			 strcmp(def->defname, "xid_header") == 0)
 	{
 		if (value[0] == '\0')
 			ereport(ERROR,
@@ -915,6 +917,8 @@ kafka_get_table_options(Oid relid, KafkaTableOptions *opts)
 			opts->topic = pstrdup(value);
 		else if (strcmp(def->defname, "on_error") == 0)
 			opts->on_error_fail = (strcmp(value, "fail") == 0);
+		else if (strcmp(def->defname, "xid_header") == 0)
+			opts->xid_header = pstrdup(value);
 		else if (strcmp(def->defname, "start_offset") == 0)
 		{
 			if (strcmp(value, "earliest") == 0)

@@ -11,6 +11,14 @@
 //   java KafkaTool BOOTSTRAP partitions TOPIC COUNT                       grow a topic to COUNT partitions
 //   java KafkaTool BOOTSTRAP config TOPIC CONFIG=VALUE ...                set topic configs
 //   java KafkaTool BOOTSTRAP produce TOPIC                                run the script on stdin (below)
+//   java KafkaTool BOOTSTRAP consume TOPIC                                every committed record (isolation.level
+//                                                                         read_committed), one line each, sorted by
+//                                                                         partition and offset: "P O TS_MS TYPE KEY VALUE
+//                                                                         HEADERS", KEY and VALUE as x<hex> (~: null),
+//                                                                         HEADERS as x<hex name>=x<hex value>,... (- none)
+//   java KafkaTool BOOTSTRAP keyed TOPIC                                  send each line of stdin as the key (and value)
+//                                                                         of a record with the default partitioner,
+//                                                                         print "KEY PARTITION" per line
 //
 // produce reads one command per line and prints "done LINE" when the command has been carried out
 // (records acknowledged by the broker, transactions committed or aborted):
@@ -44,6 +52,14 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.serialization.StringSerializer;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.PartitionInfo;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 
 public final class KafkaTool {
     public static void main(String[] args) throws Exception {
@@ -54,6 +70,14 @@ public final class KafkaTool {
         String bootstrap = args[0], cmd = args[1], topic = args[2];
         if (cmd.equals("produce")) {
             produce(bootstrap, topic);
+            return;
+        }
+        if (cmd.equals("consume")) {
+            consume(bootstrap, topic);
+            return;
+        }
+        if (cmd.equals("keyed")) {
+            keyed(bootstrap, topic);
             return;
         }
         Properties p = new Properties();
@@ -194,5 +218,69 @@ public final class KafkaTool {
         }
         plain.close();
         txn.close();
+    }
+
+    private static String hex(byte[] b) {
+        if (b == null) return "~";
+        StringBuilder sb = new StringBuilder("x");
+        for (byte x : b) sb.append(String.format("%02x", x & 0xff));
+        return sb.toString();
+    }
+
+    // consume — every committed record of TOPIC, as documented above.
+    private static void consume(String bootstrap, String topic) throws Exception {
+        Properties p = new Properties();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p)) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (PartitionInfo pi : c.partitionsFor(topic, java.time.Duration.ofSeconds(30)))
+                tps.add(new TopicPartition(topic, pi.partition()));
+            c.assign(tps);
+            c.seekToBeginning(tps);
+            Map<TopicPartition, Long> end = c.endOffsets(tps, java.time.Duration.ofSeconds(30));
+            List<String> lines = new ArrayList<>();
+            long deadline = System.currentTimeMillis() + 60000;
+            while (true) {
+                boolean done = true;
+                for (TopicPartition tp : tps)
+                    if (c.position(tp, java.time.Duration.ofSeconds(30)) < end.get(tp)) done = false;
+                if (done) break;
+                if (System.currentTimeMillis() > deadline) throw new IllegalStateException("consume did not reach the end offsets " + end);
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(java.time.Duration.ofMillis(200))) {
+                    StringBuilder h = new StringBuilder();
+                    for (Header hd : r.headers())
+                        h.append(h.length() > 0 ? "," : "").append(hex(hd.key().getBytes(StandardCharsets.UTF_8))).append("=").append(hex(hd.value()));
+                    lines.add(String.format("%d %d %d %s %s %s %s", r.partition(), r.offset(), r.timestamp(),
+                        r.timestampType().id == 0 ? "C" : r.timestampType().id == 1 ? "L" : "U",
+                        hex(r.key()), hex(r.value()), h.length() > 0 ? h : "-"));
+                }
+            }
+            Collections.sort(lines, (a, b) -> {
+                String[] x = a.split(" ", 3), y = b.split(" ", 3);
+                int cmp = Integer.compare(Integer.parseInt(x[0]), Integer.parseInt(y[0]));
+                return cmp != 0 ? cmp : Long.compare(Long.parseLong(x[1]), Long.parseLong(y[1]));
+            });
+            for (String l : lines) System.out.println(l);
+        }
+    }
+
+    // keyed — records keyed by the lines of stdin through the default partitioner; "KEY PARTITION" each.
+    private static void keyed(String bootstrap, String topic) throws Exception {
+        try (KafkaProducer<String, String> pr = producer(bootstrap, null)) {
+            BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+            List<java.util.concurrent.Future<RecordMetadata>> fs = new ArrayList<>();
+            List<String> keys = new ArrayList<>();
+            String line;
+            while ((line = in.readLine()) != null) {
+                keys.add(line);
+                fs.add(pr.send(new ProducerRecord<>(topic, line, line)));
+            }
+            for (int i = 0; i < keys.size(); i++)
+                System.out.println(keys.get(i) + " " + fs.get(i).get(30, TimeUnit.SECONDS).partition());
+        }
     }
 }
