@@ -34,7 +34,7 @@ cdc_replica_db "$db"
 
 real_kafka_start "$TEST_TMP/kafka" 1 >/dev/null
 prefix="t581_$$"
-export DEBEZIUM_PREFIX="$prefix" DEBEZIUM_SCHEMAS=false DEBEZIUM_PARTITIONS=2
+export DEBEZIUM_PREFIX="$prefix" DEBEZIUM_SCHEMAS=false
 wl="$TEST_TMP/wl"
 cdc_workload --seed "${CDC_SEED:-581}" --changes 4000 --parts 2 --initial 200 --out "$wl"
 cdc_source_start "$TEST_TMP/dbz"
