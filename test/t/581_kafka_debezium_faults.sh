@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Change data capture under faults, live: source PostgreSQL → Kafka Connect + Debezium (JSON without
-# schemas: the replicas are declared tables, their column types decide) → a real Kafka of its own (one
-# node, started here: the test kills it) → kafka_fdw replicas.
+# schemas: the replicas are declared tables, their column types decide) → the runner's real Kafka (one
+# node; the test kills it, and starts it again, also when it fails) → kafka_fdw replicas.
 #   0. The snapshot: create_replica on declared tables, applies until nothing is left: equal to the source.
 #   1. The kafka_fdw backend is killed (kill -9) in the middle of kafka.apply_replica: the postmaster
 #      reinitializes; the replica and its offsets are as before the apply (nothing half-applied), and
 #      the next applies bring it to exactly the source's state.
-#   2. The broker is killed (kill -9) in the middle of an apply: the apply either commits or fails
+#   2. The broker is killed (kill -9) in the middle of an apply (read with a small prefetch, so that
+#      most events are still on the broker; kafka_fdw.connect_timeout 5 s): the apply either commits or fails
 #      with an error and leaves the replica as it was (compared with a copy taken before); after the
 #      broker is back, applies bring the replica to exactly the source's state.
 # "In the middle" is made certain with a gate: a BEFORE INSERT OR UPDATE trigger on orders_replica waits
@@ -14,17 +15,20 @@
 # events and written rows). After each scenario a further apply applies nothing. Workload:
 # test/debezium/workload.py (CDC_SEED, default 581), 2 parts of 2,000 changes.
 set -euo pipefail
+. "$REAL_KAFKA_STATE/env"
 . "$REPO_ROOT/test/lib.sh"
 . "$REPO_ROOT/test/debezium/cdc.sh"
 db=t581
 role=t581_analyst
 locker="t581_locker_$$"
 bg_pids=()
+broker_killed=0
 on_exit() {
     local rc=$? p
     for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # the runner's Kafka serves the tests after this one: never leave it down
+    if [ "$broker_killed" = 1 ]; then bash "$REPO_ROOT/test/kafka/kafka.sh" restart "$REAL_KAFKA_STATE" 1 >&2 || true; fi
     cdc_stop "$rc"
-    lib_cleanup
 }
 trap on_exit EXIT
 # the runner's PostgreSQL survives a killed backend by reinitializing: commits durable at once
@@ -32,7 +36,6 @@ export PGOPTIONS="-c synchronous_commit=on"
 
 cdc_replica_db "$db"
 
-real_kafka_start "$TEST_TMP/kafka" 1 >/dev/null
 prefix="t581_$$"
 export DEBEZIUM_PREFIX="$prefix" DEBEZIUM_SCHEMAS=false
 wl="$TEST_TMP/wl"
@@ -133,8 +136,12 @@ part1_max="$(src_q "SELECT max(order_id) FROM orders")"
 cdc_src_file "$wl.2.sql"
 topics_hold 2
 q "CREATE TABLE orders_before2 AS SELECT * FROM orders_replica"
+# a small prefetch (as t/570): past the gate most of the events are still on the broker
+q "ALTER SERVER k OPTIONS (ADD \"rdkafka.queued.min.messages\" '10', ADD \"rdkafka.queued.max.messages.kbytes\" '16',
+                            ADD \"rdkafka.max.partition.fetch.bytes\" '2048')"
 key="$(gate_key "$part1_max")"
 gated_apply t581_broker "$key"
+broker_killed=1
 bash "$REPO_ROOT/test/kafka/kafka.sh" kill "$REAL_KAFKA_STATE" 1
 open_gate
 rc=0
@@ -149,6 +156,7 @@ else
 fi
 t=$(now_ms)
 bash "$REPO_ROOT/test/kafka/kafka.sh" restart "$REAL_KAFKA_STATE" 1
+broker_killed=0
 log "broker restarted in $(elapsed_ms "$t") ms"
 for t in customer product orders; do
     apply_all "${t}_replica"
