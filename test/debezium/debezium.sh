@@ -40,31 +40,14 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CP_FILE="${DEBEZIUM_CP_FILE:-$HOME/.m2/kafka_fdw-debezium.classpath}"
 # shellcheck source=test/lib.sh
 . "$HERE/../lib.sh"     # as_pg, ensure_pg_user, free_port, PG_BINDIR, wait_for
+# shellcheck source=test/maven.sh
+. "$HERE/../maven.sh"
 log() { printf '[%s] debezium: %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 cmd_fetch() {
-    if [ -s "$CP_FILE" ] && [ "$CP_FILE" -nt "$HERE/pom.xml" ] && classpath_ok; then return 0; fi
-    command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
-    log "resolving Kafka Connect and Debezium from Maven Central into ~/.m2 (test/debezium/pom.xml)"
-    mkdir -p "$(dirname "$CP_FILE")"
-    local out; out="$(mktemp)"
-    if ! mvn -B -q -o -f "$HERE/pom.xml" dependency:build-classpath -Dmdep.outputFile="$CP_FILE.tmp" >"$out" 2>&1 \
-        && ! mvn -B -q -f "$HERE/pom.xml" dependency:build-classpath -Dmdep.outputFile="$CP_FILE.tmp" >"$out" 2>&1; then
-        tail -n 40 "$out" >&2; rm -f "$out"; die "mvn dependency:build-classpath failed"
-    fi
-    rm -f "$out"
-    mv "$CP_FILE.tmp" "$CP_FILE"
-    classpath_ok || die "classpath $CP_FILE names missing jars"
-}
-
-# classpath_ok — every jar of the cached classpath exists, Connect's and Debezium's among them.
-classpath_ok() {
-    local j
-    IFS=: read -r -a jars <"$CP_FILE"
-    [ ${#jars[@]} -gt 10 ] || return 1
-    for j in "${jars[@]}"; do [ -f "$j" ] || return 1; done
-    grep -q connect-runtime "$CP_FILE" && grep -q debezium-connector-postgres "$CP_FILE"
+    maven_classpath "$HERE/pom.xml" "$CP_FILE" "Kafka Connect and Debezium" connect-runtime debezium-connector-postgres \
+        || die "fetching Kafka Connect and Debezium failed"
 }
 
 abs_state() {
