@@ -6,7 +6,9 @@
 #   cdc_source_start STATE [SQL...]  debezium.sh source-start; exports the variables of STATE/source.env
 #   cdc_connect_start [K=V...]   debezium.sh connect-start on that state (env DEBEZIUM_*; the orders topic
 #                                with CDC_ORDERS_PARTITIONS partitions, see below); exports the variables
-#                                of STATE/connect.env. The caller's EXIT trap calls cdc_stop.
+#                                of STATE/connect.env. The caller's EXIT trap calls cdc_stop, and its
+#                                TERM and INT traps exit (the runner's timeout sends TERM; Connect and
+#                                the source run in sessions of their own and would outlive the test).
 #   cdc_stop [STATUS]            stop Connect and the source of cdc_source_start; on failure (STATUS, default
 #                                $?, neither 0 nor 77) first the tails of the Connect and source logs
 #   cdc_src_file FILE [PACE]     psql -f FILE on the source; with PACE (seconds), pg_sleep(PACE) after
@@ -60,7 +62,7 @@ cdc_stop() {
     local rc="${1:-$?}"
     [ -n "$CDC_STATE" ] || return 0
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then dbz logs "$CDC_STATE" 40 || true; fi
-    dbz stop-all "$CDC_STATE" >/dev/null 2>&1 || true
+    dbz stop-all "$CDC_STATE" --kill >/dev/null 2>&1 || true
     CDC_STATE=""
 }
 

@@ -5,9 +5,10 @@
 -- exist (as superuser: it creates functions in schema kafka and its own schema cdc_ref). Slow (one
 -- dynamic statement per event, the whole topic scanned per call) and without auto apply.
 --
--- kafka.create_replica(replica text, source regclass) → regclass: a replica of the Debezium topic read
---   by the foreign table source. An existing table is used as declared (its primary key is the key);
---   else it is created from the first event's Connect schema (JSON with schemas.enable=true).
+-- kafka.create_replica(replica text, source regclass, with_data boolean DEFAULT true) → regclass: a
+--   replica of the Debezium topic read by the foreign table source. An existing table is used as
+--   declared (its primary key is the key); else it is created from the first event's Connect schema
+--   (JSON with schemas.enable=true). with_data: apply the topic's events at once.
 -- kafka.apply_replica(replica regclass) → bigint: applies, in one transaction, the events past the
 --   stored offsets (per partition, in offset order): r/c/u upsert by primary key (a column whose value
 --   is __debezium_unavailable_value keeps its old value), d deletes by the key, t empties the table,
@@ -94,7 +95,8 @@ CREATE FUNCTION cdc_ref.sqltype(f jsonb) RETURNS text LANGUAGE sql IMMUTABLE AS 
       WHEN 'float64' THEN 'double precision' ELSE 'text' END
   END $$;
 
-CREATE FUNCTION kafka.create_replica(replica text, source regclass) RETURNS regclass LANGUAGE plpgsql AS $$
+CREATE FUNCTION kafka.create_replica(replica text, source regclass, with_data boolean DEFAULT true)
+    RETURNS regclass LANGUAGE plpgsql AS $$
 DECLARE k jsonb; v jsonb; cols text; pk text;
 BEGIN
   IF to_regclass(replica) IS NULL THEN
@@ -110,6 +112,7 @@ BEGIN
     EXECUTE format('CREATE TABLE %s (%s, PRIMARY KEY (%s))', replica, cols, pk);
   END IF;
   INSERT INTO cdc_ref.replicas VALUES (replica::regclass, source);
+  IF with_data THEN PERFORM kafka.apply_replica(replica::regclass); END IF;
   RETURN replica::regclass;
 END $$;
 
