@@ -61,7 +61,8 @@ cdc_connect_start() {
 cdc_stop() {
     local rc="${1:-$?}"
     [ -n "$CDC_STATE" ] || return 0
-    if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then dbz logs "$CDC_STATE" 40 || true; fi
+    # short tails: the runner shows a failed test's last 60 lines, its "not ok" among them
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then dbz logs "$CDC_STATE" 12 || true; fi
     dbz stop-all "$CDC_STATE" --kill >/dev/null 2>&1 || true
     CDC_STATE=""
 }
