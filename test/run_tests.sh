@@ -153,6 +153,11 @@ if [ "$REAL_SEL" -gt 0 ] && [ "${REAL_KAFKA:-1}" != 0 ]; then
         ensure_packages default-jdk-headless maven || fail_stage "install Java and Maven"
     fi
     bash test/kafka/kafka.sh fetch || fail_stage "fetch Apache Kafka (mvn, test/kafka/pom.xml)"
+    # the CDC tests (test/t/5NN_kafka_debezium_*.sh): Kafka Connect and Debezium, python3 and curl
+    if [[ " ${SCRIPTED_SEL[*]} " == *_kafka_debezium_* ]]; then
+        ensure_packages python3 curl || fail_stage "install python3 and curl"
+        bash test/debezium/debezium.sh fetch || fail_stage "fetch Kafka Connect and Debezium (mvn, test/debezium/pom.xml)"
+    fi
 fi
 
 if [ "$SKIP_BUILD" = 1 ]; then

@@ -20,7 +20,8 @@
 #   debezium.sh connect-stop STATE             stop Connect (TERM, KILL after 30 s)
 #   debezium.sh status STATE                   the connector's REST status (JSON)
 #   debezium.sh logs STATE [N]                 the last N (40) lines of the Connect and source logs
-#   debezium.sh stop-all STATE                 connect-stop and source-stop
+#   debezium.sh stop-all STATE [--kill]        connect-stop and source-stop (--kill: kill -9 and pg_ctl -m
+#                                              immediate, quick enough for a test's exit)
 #
 # Environment of connect-start (also kept for connect-restart in STATE/connect/settings):
 #   REAL_KAFKA_BROKERS       the Kafka bootstrap list (required; or source REAL_KAFKA_STATE/env first)
@@ -40,31 +41,14 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CP_FILE="${DEBEZIUM_CP_FILE:-$HOME/.m2/kafka_fdw-debezium.classpath}"
 # shellcheck source=test/lib.sh
 . "$HERE/../lib.sh"     # as_pg, ensure_pg_user, free_port, PG_BINDIR, wait_for
+# shellcheck source=test/maven.sh
+. "$HERE/../maven.sh"
 log() { printf '[%s] debezium: %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 cmd_fetch() {
-    if [ -s "$CP_FILE" ] && [ "$CP_FILE" -nt "$HERE/pom.xml" ] && classpath_ok; then return 0; fi
-    command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
-    log "resolving Kafka Connect and Debezium from Maven Central into ~/.m2 (test/debezium/pom.xml)"
-    mkdir -p "$(dirname "$CP_FILE")"
-    local out; out="$(mktemp)"
-    if ! mvn -B -q -o -f "$HERE/pom.xml" dependency:build-classpath -Dmdep.outputFile="$CP_FILE.tmp" >"$out" 2>&1 \
-        && ! mvn -B -q -f "$HERE/pom.xml" dependency:build-classpath -Dmdep.outputFile="$CP_FILE.tmp" >"$out" 2>&1; then
-        tail -n 40 "$out" >&2; rm -f "$out"; die "mvn dependency:build-classpath failed"
-    fi
-    rm -f "$out"
-    mv "$CP_FILE.tmp" "$CP_FILE"
-    classpath_ok || die "classpath $CP_FILE names missing jars"
-}
-
-# classpath_ok — every jar of the cached classpath exists, Connect's and Debezium's among them.
-classpath_ok() {
-    local j
-    IFS=: read -r -a jars <"$CP_FILE"
-    [ ${#jars[@]} -gt 10 ] || return 1
-    for j in "${jars[@]}"; do [ -f "$j" ] || return 1; done
-    grep -q connect-runtime "$CP_FILE" && grep -q debezium-connector-postgres "$CP_FILE"
+    maven_classpath "$HERE/pom.xml" "$CP_FILE" "Kafka Connect and Debezium" connect-runtime debezium-connector-postgres \
+        || die "fetching Kafka Connect and Debezium failed"
 }
 
 abs_state() {
@@ -117,9 +101,10 @@ EOF
 }
 
 cmd_source_stop() {
-    local d="$1/source"
+    local d="$1/source" mode=fast
+    [ "${2:-}" != --kill ] || mode=immediate
     [ -f "$d/data/postmaster.pid" ] || return 0
-    as_pg "$PG_BINDIR/pg_ctl" -D "$d/data" -m fast -w -t 60 stop >/dev/null 2>&1 \
+    as_pg "$PG_BINDIR/pg_ctl" -D "$d/data" -m "$mode" -w -t 60 stop >/dev/null 2>&1 \
         || as_pg "$PG_BINDIR/pg_ctl" -D "$d/data" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
 }
 
@@ -251,9 +236,10 @@ connect_failure() {
 }
 
 cmd_connect_stop() {
-    local c="$1/connect" pid
+    local c="$1/connect" pid sig=TERM
+    [ "${2:-}" != --kill ] || sig=KILL
     pid="$(cat "$c/pid" 2>/dev/null)" || return 0
-    kill -TERM "$pid" 2>/dev/null || true
+    kill -"$sig" "$pid" 2>/dev/null || true
     for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then log "Kafka Connect did not stop in 30 s: KILL"; kill -KILL "$pid" 2>/dev/null || true; fi
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -303,6 +289,6 @@ case "${1:-}" in
     connect-stop) cmd_connect_stop "${2:?usage: debezium.sh connect-stop STATE}" ;;
     status) cmd_status "${2:?usage: debezium.sh status STATE}" ;;
     logs) cmd_logs "${2:?usage: debezium.sh logs STATE [N]}" "${3:-40}" ;;
-    stop-all) cmd_connect_stop "${2:?usage: debezium.sh stop-all STATE}"; cmd_source_stop "$2" ;;
-    *) echo "usage: debezium.sh fetch | source-start STATE [SQL...] | source-stop STATE | connect-start STATE [K=V...] | connect-restart STATE [--kill] | connect-stop STATE | status STATE | logs STATE [N] | stop-all STATE" >&2; exit 2 ;;
+    stop-all) cmd_connect_stop "${2:?usage: debezium.sh stop-all STATE [--kill]}" "${3:-}"; cmd_source_stop "$2" "${3:-}" ;;
+    *) echo "usage: debezium.sh fetch | source-start STATE [SQL...] | source-stop STATE | connect-start STATE [K=V...] | connect-restart STATE [--kill] | connect-stop STATE | status STATE | logs STATE [N] | stop-all STATE [--kill]" >&2; exit 2 ;;
 esac

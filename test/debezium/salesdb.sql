@@ -43,3 +43,7 @@ CREATE TABLE orders (
     status      text,
     details     jsonb
 );
+-- big(N, SALT): N*32 hexadecimal digits, hard enough to compress that PostgreSQL stores them out of line
+-- (TOAST) from about 100 on. Used by the workload (test/debezium/workload.py).
+CREATE FUNCTION big(n int, salt text) RETURNS text LANGUAGE sql IMMUTABLE
+    AS $$ SELECT string_agg(md5(salt || i), '') FROM generate_series(1, n) i $$;

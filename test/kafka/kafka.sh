@@ -48,33 +48,13 @@ free_port() {
 
 # shellcheck source=test/ports.sh
 . "$HERE/../ports.sh"
+# shellcheck source=test/maven.sh
+. "$HERE/../maven.sh"
 
 # secret — a random 24-character alphanumeric string.
 secret() { openssl rand -base64 32 | tr -dc 'A-Za-z0-9' | head -c 24; }
 
-cmd_fetch() {
-    if [ -s "$CP_FILE" ] && [ "$CP_FILE" -nt "$HERE/pom.xml" ] && classpath_ok; then return 0; fi
-    command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
-    log "resolving Apache Kafka from Maven Central into ~/.m2 (test/kafka/pom.xml)"
-    mkdir -p "$(dirname "$CP_FILE")"
-    local out; out="$(mktemp)"
-    # -o first: offline once cached; online only if something is missing.
-    if ! mvn -B -q -o -f "$HERE/pom.xml" dependency:build-classpath -Dmdep.outputFile="$CP_FILE.tmp" >"$out" 2>&1 \
-        && ! mvn -B -q -f "$HERE/pom.xml" dependency:build-classpath -Dmdep.outputFile="$CP_FILE.tmp" >"$out" 2>&1; then
-        tail -n 40 "$out" >&2; rm -f "$out"; die "mvn dependency:build-classpath failed"
-    fi
-    rm -f "$out"
-    mv "$CP_FILE.tmp" "$CP_FILE"
-    classpath_ok || die "classpath $CP_FILE names missing jars"
-}
-
-# classpath_ok — every jar of the cached classpath exists.
-classpath_ok() {
-    local j
-    IFS=: read -r -a jars <"$CP_FILE"
-    [ ${#jars[@]} -gt 10 ] || return 1
-    for j in "${jars[@]}"; do [ -f "$j" ] || return 1; done
-}
+cmd_fetch() { maven_classpath "$HERE/pom.xml" "$CP_FILE" "Apache Kafka" || die "fetching Apache Kafka failed"; }
 
 # make_certs DIR — the CA, broker, wrong-host, client and untrusted-CA certificates (see the header).
 make_certs() {
