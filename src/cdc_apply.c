@@ -955,6 +955,8 @@ cdc_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 	kafka_init_range_table(a->estate, list_make1(rte));
 	a->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(a->rri, a->rel, 1, NULL, 0);
+	/* where AFTER triggers look for it (else they open the table again) */
+	a->estate->es_opened_result_relations = lappend(a->estate->es_opened_result_relations, a->rri);
 	ExecOpenIndices(a->rri, false);
 	a->estate->es_output_cid = GetCurrentCommandId(true);
 	EvalPlanQualInit(&a->epq, a->estate, NULL, NIL, -1);
@@ -1007,7 +1009,8 @@ cdc_shutdown(DestReceiver *self)
 	evolve_columns = a->new_columns;
 	AfterTriggerEndQuery(a->estate);
 	EvalPlanQualEnd(&a->epq);
-	ExecCloseIndices(a->rri);
+	/* the replica's indexes, and any relation the triggers opened */
+	ExecCloseResultRelations(a->estate);
 	ExecResetTupleTable(a->estate->es_tupleTable, false);
 	FreeExecutorState(a->estate);
 	a->estate = NULL;
