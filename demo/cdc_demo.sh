@@ -119,15 +119,28 @@ BEGIN
 END \$\$;
 SQL
 log "waiting until every replica equals its source table"
+# same TABLE: the replica holds exactly the source's rows (EXCEPT both ways empty, so values compare
+# as the types do: Debezium may send numeric 1.000 as 1)
 same() {
-    local t="$1" key="$2" a b
-    a="$(src -c "COPY (SELECT * FROM $t ORDER BY $key) TO STDOUT")"
-    b="$(psql_q -d "$DB" -c "COPY (SELECT * FROM salesdb_replica.$t ORDER BY $key) TO STDOUT")"
-    [ "$a" = "$b" ]
+    local t="$1"
+    src -c "COPY $t TO STDOUT" >"$WORK_DIR/src_$t.copy"
+    [ "$(psql_q -d "$DB" <<SQL
+CREATE TEMP TABLE src_copy (LIKE salesdb_replica.$t);
+\copy src_copy FROM '$WORK_DIR/src_$t.copy'
+SELECT (SELECT count(*) FROM (TABLE src_copy EXCEPT ALL TABLE salesdb_replica.$t) a)
+     + (SELECT count(*) FROM (TABLE salesdb_replica.$t EXCEPT ALL TABLE src_copy) b);
+SQL
+)" = 0 ]
 }
 for t in customer:cust_id product:prod_id orders:order_id; do
-    wait_for "same ${t%%:*} ${t#*:}" 120 || die "replica ${t%%:*} does not equal the source after 120 s"
-    log "salesdb_replica.${t%%:*} equals salesdb.${t%%:*} (COPY of both, row for row)"
+    if ! wait_for "same ${t%%:*}" 120; then
+        diff <(src -c "COPY (SELECT * FROM ${t%%:*} ORDER BY ${t#*:}) TO STDOUT") \
+             <(psql_q -d "$DB" -c "COPY (SELECT * FROM salesdb_replica.${t%%:*} ORDER BY ${t#*:}) TO STDOUT") | cut -c1-300 | head -20 >&2
+        psql_q -d "$DB" -c "SELECT mv_name, last_refresh_status, last_error FROM kafka.streams" >&2
+        psql_q -d "$DB" -c "SELECT position, error_reason FROM kafka.stream_scan_errors" >&2
+        die "replica ${t%%:*} does not equal the source after 120 s"
+    fi
+    log "salesdb_replica.${t%%:*} equals salesdb.${t%%:*} (EXCEPT ALL both ways empty)"
 done
 
 show "SELECT mv_name, kind, auto_refresh, last_refresh_status, total_rows FROM kafka.streams ORDER BY 1"
