@@ -14,7 +14,8 @@
 # - shipped_at, for the last change of every row (all on one machine, one clock). Before the figures, the
 # replica is checked to equal the source (COPY of both, row for row).
 #
-# Environment: RATE (1000), DURATION (30), UPDATE_PERCENT (30), KEEP_TMP=1.
+# Environment: RATE (1000), DURATION (30), UPDATE_PERCENT (30), DEBEZIUM_PROPS (extra connector
+# properties, e.g. "poll.interval.ms=50": Debezium's default 500 ms is most of the lag), KEEP_TMP=1.
 set -euo pipefail
 export LC_ALL=C.UTF-8
 export PGTZ=UTC
@@ -50,7 +51,8 @@ bash "$REPO_ROOT/test/debezium/debezium.sh" source-start "$DBZ_STATE" >/dev/null
 . "$DBZ_STATE/source.env"
 src() { psql -X -qAt -v ON_ERROR_STOP=1 -h "$DEBEZIUM_SOURCE_HOST" -p "$DEBEZIUM_SOURCE_PORT" -U postgres -d salesdb "$@"; }
 src -c "INSERT INTO orders (order_id, cust_id, status, shipped_at) VALUES (0, 0, 'seed', clock_timestamp())" >/dev/null
-DEBEZIUM_TABLES=public.orders bash "$REPO_ROOT/test/debezium/debezium.sh" connect-start "$DBZ_STATE" >/dev/null
+# shellcheck disable=SC2086  # DEBEZIUM_PROPS: connector properties K=V, split on spaces
+DEBEZIUM_TABLES=public.orders bash "$REPO_ROOT/test/debezium/debezium.sh" connect-start "$DBZ_STATE" ${DEBEZIUM_PROPS:-} >/dev/null
 
 PG_EXTRA_CONF="track_commit_timestamp = on" start_postgres "$WORK_DIR/pg" >/dev/null
 pg_install_extension "$DB" >/dev/null
@@ -101,7 +103,7 @@ log "the replica equals the source ($(psql_q -d "$DB" -c "SELECT count(*) FROM o
 
 echo
 echo "CDC lag benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $total changes at $RATE/s (generated in $gen_ms ms), $UPDATE_PERCENT% updates"
-echo "pipeline: source PostgreSQL → Debezium 3.6.1 (Kafka Connect 4.1.1, JSON with schemas) → Apache Kafka 4.1.1 (1 node) → kafka_fdw replica, auto refresh (kafka_fdw.auto_refresh_interval $(psql_q -d "$DB" -c "SHOW kafka_fdw.auto_refresh_interval"))"
+echo "pipeline: source PostgreSQL → Debezium 3.6.1 (Kafka Connect 4.1.1, JSON with schemas${DEBEZIUM_PROPS:+, $DEBEZIUM_PROPS}) → Apache Kafka 4.1.1 (1 node) → kafka_fdw replica, auto refresh (kafka_fdw.auto_refresh_interval $(psql_q -d "$DB" -c "SHOW kafka_fdw.auto_refresh_interval"))"
 echo "host: $(nproc) CPUs; load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 psql -X -d "$DB" -P pager=off <<'SQL'
 SELECT count(*) AS rows,
