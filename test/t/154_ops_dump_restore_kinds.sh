@@ -25,8 +25,20 @@ role=t154_owner
 cdc="t154_cdc_$$"
 orders="t154_orders_$$"
 fx="$REPO_ROOT/test/fixtures/debezium"
-trap 'for d in "$db" "${db}_custom" "${db}_plain" "${db}_norows"; do
-        psql_q -d postgres -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true; done' EXIT
+# At exit the auto streams are switched off first, so that their workers leave and free their slots
+# at once (a worker killed by DROP DATABASE holds its slot for a restart delay, and this test has
+# four of them: the default kafka_fdw.auto_refresh_max_workers), then the databases go.
+cleanup() {
+    local d dbs="'$db', '${db}_custom', '${db}_plain', '${db}_norows'"
+    for d in "$db" "${db}_custom" "${db}_plain" "${db}_norows"; do
+        psql_q -d "$d" -c "SELECT kafka.set_auto_refresh(mv_name, false) FROM kafka.streams WHERE auto_refresh" >/dev/null 2>&1 || true
+    done
+    wait_for "[ \"\$(psql_q -d postgres -c \"SELECT count(*) FROM pg_stat_activity WHERE datname IN ($dbs) AND backend_type = 'kafka_fdw auto refresh'\")\" = 0 ]" 10 || true
+    for d in "$db" "${db}_custom" "${db}_plain" "${db}_norows"; do
+        psql_q -d postgres -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+}
+trap cleanup EXIT
 pg_install_extension "$db" >/dev/null
 make_analyst "$db" "$role"
 broker_ctl create "$cdc" 1 >/dev/null
@@ -34,15 +46,7 @@ broker_ctl create "$orders" 2 >/dev/null
 q() { psql_q -d "${2:-$db}" -c "$1"; }
 qo() { psql_q -U "$role" -d "${2:-$db}" -c "$1"; }
 
-# produce_cdc FROM TO: records [FROM, TO) of the fixture, key TAB value
-produce_cdc() {
-    python3 - "$fx/pg_schemas.jsonl" "$1" "$2" <<'PY' | kcat -P -b "$KAFKA_BROKERS" -t "$cdc" -p 0 -K $'\t' -Z
-import json, sys
-for l in open(sys.argv[1]).read().splitlines()[int(sys.argv[2]):int(sys.argv[3])]:
-    r = json.loads(l)
-    print((r["key"] or "") + "\t" + (r["value"] or ""))
-PY
-}
+produce_cdc() { produce_debezium "$fx/pg_schemas.jsonl" "$cdc" "$1" "$2"; }
 # produce_orders N SEED: JSON orders over both partitions (group NULL sometimes, numerics of scale 0..3)
 produce_orders() {
     python3 - "$1" "$2" >"$TEST_TMP/orders.json" <<'PY'
