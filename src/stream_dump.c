@@ -9,7 +9,7 @@
  * it cannot be rebuilt from its topic.  pg_dump writes a materialized view
  * as CREATE ... WITH NO DATA and a REFRESH in post-data, and never its rows;
  * the extension's state tables are keyed by OIDs that change on restore.
- * The design (SQL objects in section 6 of kafka_fdw--1.0--1.1.sql):
+ * The design (SQL objects in sections 5 and 6 of kafka_fdw--1.0--1.1.sql):
  *
  *	1. Dump.  kafka.stream_dump is an extension configuration table whose
  *	   dump condition adds the lines of kafka._dump_contents(): for every
