@@ -342,6 +342,7 @@ BEGIN
   WITH moved AS (DELETE FROM kafka.stream_dump RETURNING mv_name, kind, payload)
   INSERT INTO kafka.stream_restore (mv_name, kind, payload)
   SELECT mv_name, kind, payload FROM moved;
+  PERFORM kafka._restore_replicas();
   RETURN NULL;
 END
 $$;
@@ -376,7 +377,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v record;
+  st pg_catalog.jsonb;
   n pg_catalog.int8;
+  sn pg_catalog.int8;
 BEGIN
   FOR v IN
     SELECT c.oid, pg_catalog.format('%I.%I', ns.nspname, c.relname) AS name
@@ -385,14 +388,26 @@ BEGIN
       JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace
      ORDER BY c.oid
   LOOP
-    RETURN QUERY EXECUTE pg_catalog.format(
-      'SELECT %L::pg_catalog.text, ''row''::pg_catalog.text, r::pg_catalog.text FROM %s r',
-      v.name, v.name);
-    GET DIAGNOSTICS n = ROW_COUNT;
+    st := kafka._dump_state(v.oid::pg_catalog.regclass);
+    IF st OPERATOR(pg_catalog.->) 'state' OPERATOR(pg_catalog.->>) 'kind' OPERATOR(pg_catalog.=) 'r' THEN
+      -- a replica is a table: pg_dump dumps its rows
+      EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM ONLY %s', v.name) INTO n;
+    ELSE
+      RETURN QUERY EXECUTE pg_catalog.format(
+        'SELECT %L::pg_catalog.text, ''row''::pg_catalog.text, r::pg_catalog.text FROM %s r',
+        v.name, v.name);
+      GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    st := st OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('rows', n);
+    IF st OPERATOR(pg_catalog.->) 'state' OPERATOR(pg_catalog.->>) 'kind' OPERATOR(pg_catalog.=) 'a' THEN
+      RETURN QUERY SELECT v.name, 'aggregate_state'::pg_catalog.text, a.s
+                     FROM kafka._dump_aggregate_state(v.oid::pg_catalog.regclass) a(s);
+      GET DIAGNOSTICS sn = ROW_COUNT;
+      st := st OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('aggregate_state_rows', sn);
+    END IF;
     mv_name := v.name;
     kind := 'state';
-    payload := (kafka._dump_state(v.oid::pg_catalog.regclass)
-                OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('rows', n))::pg_catalog.text;
+    payload := st::pg_catalog.text;
     RETURN NEXT;
   END LOOP;
 END
@@ -403,3 +418,75 @@ SELECT pg_catalog.pg_extension_config_dump('kafka.stream_dump',
   'WHERE false UNION ALL SELECT d.mv_name, d.kind, d.payload FROM kafka._dump_contents() d');
 
 -- End of section 5.
+
+------------------------------------------------------------------------------
+-- Section 6: dump and restore of every kind of stream (issue 15;
+-- src/stream_dump.c).  Section 5 dumps a streaming view's rows and state.
+-- The other kinds:
+--
+--   * 'r', a replica, is an ordinary table: pg_dump dumps its rows itself,
+--     so kafka.stream_dump holds only its 'state' line (with the name of its
+--     Kafka table and its number of rows, read in pg_dump's snapshot).  The
+--     restore's COPY into kafka.stream_dump registers the table as a replica
+--     again with the dumped offsets (kafka._restore_replicas(), called by the
+--     staging trigger), whether pg_restore restores the table's rows before
+--     or after; its first apply checks that the table holds the dumped rows
+--     (kafka.stream_state.restore_rows) before it goes on from those offsets.
+--   * 'a', an aggregating view: its groups are dumped as a view's rows, and
+--     the sums and counts of its avg columns (the table
+--     kafka.aggregate_state_<view oid>, a member of the extension, so that
+--     pg_dump leaves it and its OID-bound name out) as 'aggregate_state'
+--     lines; the restore's REFRESH puts both back with the offsets.
+------------------------------------------------------------------------------
+
+-- The number of rows of the dump a replica was restored from, until its
+-- first apply has found them in the table; NULL: nothing to check.
+ALTER TABLE kafka.stream_state ADD COLUMN restore_rows pg_catalog.int8;
+
+-- The avg state of an aggregating view, one text row per group (needs SELECT
+-- on the view or its owner's privileges; converted as the view's owner).
+CREATE FUNCTION kafka._dump_aggregate_state(view pg_catalog.regclass)
+RETURNS SETOF pg_catalog.text
+AS 'MODULE_PATHNAME', 'kafka_dump_aggregate_state'
+LANGUAGE C STRICT STABLE;
+
+-- Registers the replicas whose 'state' lines a restore has staged.
+CREATE FUNCTION kafka._restore_replicas()
+RETURNS void
+AS 'MODULE_PATHNAME', 'kafka_restore_replicas'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION kafka._restore_replicas() FROM PUBLIC;
+
+
+-- The avg state tables are members of the extension (so that pg_dump leaves
+-- them out), and PostgreSQL does not drop a member with the view it belongs
+-- to: the drop of an aggregating view drops its state table here.
+CREATE FUNCTION kafka._drop_aggregate_state()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  side pg_catalog.regclass;
+BEGIN
+  FOR side IN
+    SELECT c.oid::pg_catalog.regclass
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+      JOIN pg_catalog.pg_class c
+        ON c.relname OPERATOR(pg_catalog.=) ('aggregate_state_' OPERATOR(pg_catalog.||) d.objid::pg_catalog.text)
+       AND c.relnamespace OPERATOR(pg_catalog.=) 'kafka'::pg_catalog.regnamespace
+     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
+       AND d.objsubid OPERATOR(pg_catalog.=) 0 AND d.object_type OPERATOR(pg_catalog.=) 'materialized view'
+  LOOP
+    EXECUTE pg_catalog.format('ALTER EXTENSION kafka_fdw DROP TABLE %s', side);
+    EXECUTE pg_catalog.format('DROP TABLE %s', side);
+  END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION kafka._drop_aggregate_state() FROM PUBLIC;
+
+CREATE EVENT TRIGGER kafka_fdw_drop_aggregate_state ON sql_drop
+  EXECUTE FUNCTION kafka._drop_aggregate_state();
+
+-- End of section 6.

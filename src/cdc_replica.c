@@ -254,6 +254,7 @@ kafka_create_replica(PG_FUNCTION_ARGS)
 	bool		with_data = PG_GETARG_BOOL(2);
 	RangeVar   *rv = makeRangeVarFromNameList(textToQualifiedNameList(name));
 
+	kafka_prevent_on_standby("kafka.create_replica()", InvalidOid);
 	PreventCommandIfReadOnly("kafka.create_replica()");
 	PG_RETURN_OID(make_replica(rv, source, with_data));
 }
@@ -310,6 +311,7 @@ kafka_create_replicas(PG_FUNCTION_ARGS)
 	List	   *tables = NIL;
 	ListCell   *lc;
 
+	kafka_prevent_on_standby("kafka.create_replicas()", InvalidOid);
 	PreventCommandIfReadOnly("kafka.create_replicas()");
 	if (pg_namespace_aclcheck(src_nsp, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, src_schema);
@@ -393,6 +395,7 @@ kafka_apply_replica(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a replica table", get_rel_name(relid)),
 				 errhint("Refresh a streaming materialized view with REFRESH MATERIALIZED VIEW.")));
+	kafka_prevent_on_standby("kafka.apply_replica()", relid);
 	PreventCommandIfReadOnly("kafka.apply_replica()");
 	PG_RETURN_INT64((int64) kafka_refresh_stream(relid, "kafka.apply_replica()", false));
 }

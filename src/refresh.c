@@ -691,13 +691,20 @@ run_view_query(Relation matview, KafkaStreamContext *ctx, const char *queryStrin
 void
 kafka_prevent_on_standby(const char *what, Oid mv_oid)
 {
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot execute %s on streaming materialized view \"%s\" during recovery",
-						what, get_rel_name(mv_oid)),
-				 errdetail("This server is a hot standby: its streaming views follow the primary's by replication, rows and offsets together."),
-				 errhint("Refresh on the primary. After promotion, this server's auto-refresh workers take over from the replicated offsets by themselves.")));
+	const char *noun;
+
+	if (!RecoveryInProgress())
+		return;
+	/* mv_oid is invalid when the command makes the stream (create_replica) */
+	noun = !OidIsValid(mv_oid) ? NULL :
+		get_rel_relkind(mv_oid) == RELKIND_MATVIEW ? "streaming materialized view" : "replica table";
+	ereport(ERROR,
+			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+			 noun ? errmsg("cannot execute %s on %s \"%s\" during recovery",
+						   what, noun, get_rel_name(mv_oid)) :
+			 errmsg("cannot execute %s during recovery", what),
+			 errdetail("This server is a hot standby: its streaming views and replicas follow the primary's by replication, rows and offsets together."),
+			 errhint("Refresh on the primary. After promotion, this server's auto-refresh workers take over from the replicated offsets by themselves.")));
 }
 
 /*
@@ -751,6 +758,8 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString, bool may_restore)
 			rows = run_view_query(matview, ctx, queryString, opts.on_error_fail);
 			break;
 		case KAFKA_STREAM_REPLICA:
+			/* restored from a dump: the table must hold the dumped rows */
+			kafka_replica_check_restored(matview);
 			rows = kafka_replica_apply(matview, ctx, &opts, queryString);
 			break;
 		case KAFKA_STREAM_AGGREGATE:
@@ -921,7 +930,8 @@ create_streaming_view(PlannedStmt *pstmt, const char *queryString,
 	if (kafka_query_aggregates((Query *) stmt->query))
 	{
 		kafka_stream_register(mv_oid, ftable_oid, opts.topic, KAFKA_STREAM_AGGREGATE);
-		kafka_aggregate_setup(mv_oid);
+		/* a restore (see stream_dump.c) creates the view's indexes itself */
+		kafka_aggregate_setup(mv_oid, skip_data && !check_function_bodies);
 	}
 	else
 		kafka_stream_register(mv_oid, ftable_oid, opts.topic, KAFKA_STREAM_VIEW);

@@ -188,18 +188,24 @@ typedef struct KafkaStagedState
 	char	   *topic;			/* the topic the dumped offsets belong to */
 	int64		rows;			/* rows of the view in the dump */
 	char	   *owner;			/* the role that owned the dumped view */
+	char	   *source;			/* its Kafka table, qualified; NULL: not said */
+	int64		state_rows;		/* rows of its avg state table in the dump; -1 */
 } KafkaStagedState;
 
 extern Datum kafka_stream_dump_state(Oid mv_oid);
 extern bool kafka_stream_staged_state(const char *mv_name, KafkaStagedState *staged);
-extern uint64 kafka_stream_staged_rows(const char *mv_name,
+extern uint64 kafka_stream_staged_rows(const char *mv_name, const char *kind,
 									   void (*fn) (const char *payload, void *arg),
 									   void *arg);
+extern List *kafka_stream_staged_replicas(void);
+extern int64 kafka_stream_restore_rows(Oid mv_oid);
+extern void kafka_stream_set_restore_rows(Oid mv_oid, int64 rows);
 extern void kafka_stream_apply_staged(Oid mv_oid, const char *mv_name, const char *payload);
 
 /* in stream_dump.c */
 extern bool kafka_stream_restore_dumped(Relation matview, const KafkaStreamState *st,
 										const KafkaTableOptions *opts);
+extern void kafka_replica_check_restored(Relation replica);
 
 /* in worker.c */
 extern int	kafka_auto_refresh_interval_ms;
@@ -210,7 +216,8 @@ extern bool kafka_auto_refresh_wake_at_commit(void);
 /* in stream_aggregate.c */
 extern bool kafka_query_aggregates(Query *query);
 extern void kafka_aggregate_validate(Query *query, const char *viewname);
-extern void kafka_aggregate_setup(Oid mv_oid);
+extern void kafka_aggregate_setup(Oid mv_oid, bool restoring);
+extern Oid	kafka_aggregate_state_table(Oid mv_oid);
 extern uint64 kafka_aggregate_refresh(Relation matview, KafkaStreamContext *ctx,
 									  const char *queryString, bool on_error_fail);
 

@@ -65,6 +65,8 @@
 #include "catalog/pg_aggregate.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_class.h"
@@ -560,8 +562,8 @@ side_table_name(Oid mv_oid)
 }
 
 /* The side table of avg's sums and counts, or InvalidOid. */
-static Oid
-side_table_oid(Oid mv_oid)
+Oid
+kafka_aggregate_state_table(Oid mv_oid)
 {
 	Oid			nsp = get_namespace_oid("kafka", false);
 
@@ -591,10 +593,18 @@ collate_clause(Oid collid, Oid type)
 
 /*
  * CREATE of an aggregating view (registered, still empty): the unique index
- * on its group keys, and the side table if it has an avg.
+ * on its group keys, and the side table if it has an avg.  restoring: the
+ * CREATE ... WITH NO DATA of a restore, whose dump creates the view's
+ * indexes itself (after its rows, before its REFRESH).
+ *
+ * The side table is a member of the extension, not a dependent of the view:
+ * pg_dump then leaves it out (its name holds the view's OID, which a restore
+ * changes; users may not read it, so a dump by the view's owner would fail),
+ * and stream_dump.c dumps its rows with the view's.  The drop of the view
+ * drops it (kafka._drop_stream_state()).
  */
 void
-kafka_aggregate_setup(Oid mv_oid)
+kafka_aggregate_setup(Oid mv_oid, bool restoring)
 {
 	Relation	matview = table_open(mv_oid, AccessExclusiveLock);
 	AggSpec    *spec = analyze_query(get_view_query(matview), RelationGetRelationName(matview));
@@ -606,7 +616,7 @@ kafka_aggregate_setup(Oid mv_oid)
 	StringInfoData side_sql;
 	char	   *side_index = NULL;
 
-	if (spec->nkeys > 0)
+	if (spec->nkeys > 0 && !restoring)
 		view_index = psprintf("CREATE UNIQUE INDEX ON %s (%s)%s", qualified,
 							  key_column_list(matview, spec), KAFKA_NULLS_NOT_DISTINCT);
 	view_fillfactor = psprintf("ALTER MATERIALIZED VIEW %s SET (fillfactor = %d)", qualified,
@@ -659,16 +669,16 @@ kafka_aggregate_setup(Oid mv_oid)
 		kafka_stream_exec_utility(view_index, false);
 	if (spec->navg > 0)
 	{
-		ObjectAddress dependent;
-		ObjectAddress view;
+		ObjectAddress side;
+		ObjectAddress extension;
 
 		kafka_stream_exec_utility(side_sql.data, true);
 		if (side_index)
 			kafka_stream_exec_utility(side_index, true);
 		CommandCounterIncrement();
-		ObjectAddressSet(dependent, RelationRelationId, side_table_oid(mv_oid));
-		ObjectAddressSet(view, RelationRelationId, mv_oid);
-		recordDependencyOn(&dependent, &view, DEPENDENCY_AUTO);
+		ObjectAddressSet(side, RelationRelationId, kafka_aggregate_state_table(mv_oid));
+		ObjectAddressSet(extension, ExtensionRelationId, get_extension_oid("kafka_fdw", false));
+		recordDependencyOn(&side, &extension, DEPENDENCY_EXTENSION);
 	}
 	CommandCounterIncrement();
 }
@@ -935,7 +945,7 @@ merge_delta(AggDestReceiver *dest)
 	open_group_table(&view, matview, nkeys, view_keys, "materialized view", snapshot);
 	if (spec->navg > 0)
 	{
-		Oid			side_oid = side_table_oid(RelationGetRelid(matview));
+		Oid			side_oid = kafka_aggregate_state_table(RelationGetRelid(matview));
 
 		if (!OidIsValid(side_oid))
 			ereport(ERROR,
@@ -1125,7 +1135,7 @@ kafka_aggregate_refresh(Relation matview, KafkaStreamContext *ctx, const char *q
 	/* no stored offsets: a first load, after a reset the side table is stale */
 	if (spec->navg > 0 && kafka_stream_load_positions(RelationGetRelid(matview), &positions) == 0)
 	{
-		Oid			side_oid = side_table_oid(RelationGetRelid(matview));
+		Oid			side_oid = kafka_aggregate_state_table(RelationGetRelid(matview));
 
 		if (OidIsValid(side_oid))
 		{

@@ -702,6 +702,9 @@ kafka_stream_dump_state(Oid mv_oid)
 	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object("
 			 "'owner', (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c "
 			 "WHERE c.oid OPERATOR(pg_catalog.=) l.mv_oid), "
+			 "'source', (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c "
+			 "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+			 "WHERE c.oid OPERATOR(pg_catalog.=) l.ftable_oid), "
 			 "'state', pg_catalog.to_jsonb(l) OPERATOR(pg_catalog.-) 'mv_oid'::pg_catalog.text "
 			 "OPERATOR(pg_catalog.-) 'ftable_oid'::pg_catalog.text, "
 			 "'offsets', COALESCE((SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(o) "
@@ -756,7 +759,9 @@ kafka_stream_staged_state(const char *mv_name, KafkaStagedState *staged)
 	spi_exec("SELECT payload, payload::pg_catalog.jsonb OPERATOR(pg_catalog.->) 'state' "
 			 "OPERATOR(pg_catalog.->>) 'topic', "
 			 "(payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'rows')::pg_catalog.int8, "
-			 "payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'owner' FROM ("
+			 "payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'owner', "
+			 "payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'source', "
+			 "(payload::pg_catalog.jsonb OPERATOR(pg_catalog.->>) 'aggregate_state_rows')::pg_catalog.int8 FROM ("
 			 STAGED_SQL("payload", "mv_name OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'state'")
 			 ") s",
 			 1, types, values, NULL, SPI_OK_SELECT);
@@ -789,6 +794,16 @@ kafka_stream_staged_state(const char *mv_name, KafkaStagedState *staged)
 
 			staged->owner = isnull ? NULL : TextDatumGetCString(d);
 		}
+		{
+			Datum		d = SPI_getbinval(tup, desc, 5, &isnull);
+
+			staged->source = isnull ? NULL : TextDatumGetCString(d);
+		}
+		{
+			Datum		d = SPI_getbinval(tup, desc, 6, &isnull);
+
+			staged->state_rows = isnull ? -1 : DatumGetInt64(d);
+		}
 		MemoryContextSwitchTo(old);
 		found = true;
 	}
@@ -797,25 +812,98 @@ kafka_stream_staged_state(const char *mv_name, KafkaStagedState *staged)
 }
 
 /*
- * Call fn for every staged 'row' line of the view named mv_name, read in
- * batches through a cursor (a view may hold millions of rows).  fn runs in
- * the SPI session, as the extension's owner: it switches to what it needs.
- * Returns the number of lines.
+ * The names of the replicas (kind 'r') whose 'state' lines a restore has
+ * staged, as a List of strings.
  */
-uint64
-kafka_stream_staged_rows(const char *mv_name, void (*fn) (const char *payload, void *arg),
-						 void *arg)
+List *
+kafka_stream_staged_replicas(void)
 {
 	SpiSession	s;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(mv_name)};
+	List	   *names = NIL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (!OidIsValid(extension_table("stream_restore")))
+		return NIL;
+	spi_begin(&s);
+	spi_exec("SELECT mv_name FROM kafka.stream_restore WHERE kind OPERATOR(pg_catalog.=) 'state' "
+			 "AND payload::pg_catalog.jsonb OPERATOR(pg_catalog.->) 'state' "
+			 "OPERATOR(pg_catalog.->>) 'kind' OPERATOR(pg_catalog.=) 'r' ORDER BY mv_name",
+			 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		names = lappend(names, TextDatumGetCString(d));
+		MemoryContextSwitchTo(old);
+	}
+	spi_end(&s);
+	return names;
+}
+
+/*
+ * The rows of the dump a restored replica must hold before its first apply
+ * (kafka.stream_state.restore_rows), or -1 for none; set it with rows -1 to
+ * forget it.
+ */
+int64
+kafka_stream_restore_rows(Oid mv_oid)
+{
+	SpiSession	s;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(mv_oid)};
+	int64		rows = -1;
+
+	if (!has_kinds())
+		return -1;
+	spi_begin(&s);
+	spi_exec("SELECT restore_rows FROM kafka.stream_state WHERE mv_oid OPERATOR(pg_catalog.=) $1",
+			 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		rows = isnull ? -1 : DatumGetInt64(d);
+	}
+	spi_end(&s);
+	return rows;
+}
+
+void
+kafka_stream_set_restore_rows(Oid mv_oid, int64 rows)
+{
+	SpiSession	s;
+	Oid			types[2] = {OIDOID, INT8OID};
+	Datum		values[2] = {ObjectIdGetDatum(mv_oid), Int64GetDatum(rows)};
+
+	spi_begin(&s);
+	spi_exec("UPDATE kafka.stream_state SET restore_rows = $2 WHERE mv_oid OPERATOR(pg_catalog.=) $1",
+			 2, types, values, rows < 0 ? " n" : NULL, SPI_OK_UPDATE);
+	spi_end(&s);
+}
+
+/*
+ * Call fn for every staged line of the given kind ('row', 'aggregate_state')
+ * of the view named mv_name, read in batches through a cursor (a view may
+ * hold millions of rows).  fn runs in the SPI session, as the extension's
+ * owner: it switches to what it needs.  Returns the number of lines.
+ */
+uint64
+kafka_stream_staged_rows(const char *mv_name, const char *kind,
+						 void (*fn) (const char *payload, void *arg), void *arg)
+{
+	SpiSession	s;
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(mv_name), CStringGetTextDatum(kind)};
 	Portal		portal;
 	uint64		n = 0;
 
 	spi_begin(&s);
 	portal = SPI_cursor_open_with_args(NULL,
-									   STAGED_SQL("payload", "mv_name OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'row'"),
-									   1, types, values, NULL, true, 0);
+									   STAGED_SQL("payload", "mv_name OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) $2"),
+									   2, types, values, NULL, true, 0);
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, 1000);

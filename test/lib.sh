@@ -360,6 +360,21 @@ real_analyst_db() {
     fi
 }
 
+# produce_debezium FIXTURE TOPIC FROM TO — records [FROM, TO) of a test/fixtures/debezium .jsonl file
+# (key TAB value, empty = NULL) to partition 0 of TOPIC on the test broker, with kcat.
+produce_debezium() {
+    python3 - "$1" "$3" "$4" <<'PY' | kcat -P -b "$KAFKA_BROKERS" -t "$2" -p 0 -K $'\t' -Z
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()[int(sys.argv[2]):int(sys.argv[3])]
+for l in lines:
+    r = json.loads(l)
+    k, v = r["key"], r["value"]
+    for s in (k, v):
+        assert s is None or ("\t" not in s and "\n" not in s), "fixture bytes with a tab or newline"
+    print((k or "") + "\t" + (v or ""))
+PY
+}
+
 # kcat_count TOPIC — print the number of records in TOPIC (all partitions, from the beginning).
 kcat_count() {
     kcat -C -b "$KAFKA_BROKERS" -t "$1" -o beginning -e -q -f '%p %o\n' | wc -l

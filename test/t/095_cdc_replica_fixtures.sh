@@ -23,19 +23,7 @@ make_analyst "$db" cdc_analyst
 make_analyst "$db" cdc_other
 q() { psql_q -d "$db" -U cdc_analyst -c "$1"; }
 
-# produce FIXTURE TOPIC FROM TO: records [FROM, TO) of a .jsonl fixture, key TAB value, empty = NULL
-produce() {
-    python3 - "$1" "$3" "$4" <<'PY' | kcat -P -b "$KAFKA_BROKERS" -t "$2" -p 0 -K $'\t' -Z
-import json, sys
-lines = open(sys.argv[1]).read().splitlines()[int(sys.argv[2]):int(sys.argv[3])]
-for l in lines:
-    r = json.loads(l)
-    k, v = r["key"], r["value"]
-    for s in (k, v):
-        assert s is None or ("\t" not in s and "\n" not in s), "fixture bytes with a tab or newline"
-    print((k or "") + "\t" + (v or ""))
-PY
-}
+produce() { produce_debezium "$@"; }
 # same_as_tsv TABLE TSV MSG: TABLE holds exactly the rows of the COPY text file TSV
 same_as_tsv() {
     psql_q -d "$db" -c "DROP TABLE IF EXISTS expected; CREATE TABLE expected (LIKE $1)" >/dev/null

@@ -31,6 +31,12 @@ CREATE FOREIGN TABLE src (kafka_partition int, kafka_offset bigint, kafka_value 
 CREATE MATERIALIZED VIEW mv AS SELECT kafka_partition, kafka_offset, kafka_value FROM src;
 CREATE UNIQUE INDEX mv_pk ON mv (kafka_partition, kafka_offset);
 SELECT kafka.set_auto_refresh('mv', true);
+CREATE FOREIGN TABLE cdc_src (kafka_partition int, kafka_offset bigint, kafka_key bytea, kafka_value bytea)
+  SERVER k OPTIONS (topic '$topic');
+CREATE TABLE rep (id int PRIMARY KEY, v text);
+SELECT kafka.create_replica('rep', 'cdc_src', with_data => false);
+CREATE MATERIALIZED VIEW agg AS SELECT kafka_partition, count(*) AS n, avg(kafka_offset) AS m FROM src GROUP BY 1
+  WITH NO DATA;
 SQL
 
 start_standby "$TEST_TMP/standby_a" "$primary_port" 2>/dev/null || die "standby A did not start"
@@ -71,6 +77,20 @@ assert_contains "$(qa_out "SELECT kafka.reset_stream('mv')")" 'cannot execute ka
 assert_contains "$(qa_out "SELECT kafka.set_auto_refresh('mv', false)")" 'cannot execute kafka.set_auto_refresh() on streaming materialized view "mv" during recovery' \
     "and kafka.set_auto_refresh"
 assert_contains "$(qa_out 'REFRESH MATERIALIZED VIEW mv WITH NO DATA')" 'during recovery' "and REFRESH ... WITH NO DATA"
+out="$(qa_out "SELECT kafka.apply_replica('rep')")"
+assert_contains "$out" 'ERROR:  cannot execute kafka.apply_replica() on replica table "rep" during recovery' \
+    "kafka.apply_replica on a standby says that the server is in recovery"
+assert_contains "$out" 'HINT:  Refresh on the primary.' "with the hint"
+assert_contains "$(qa_out "SELECT kafka.create_replica('rep2', 'cdc_src')")" 'ERROR:  cannot execute kafka.create_replica() during recovery' \
+    "and kafka.create_replica"
+assert_contains "$(psql -X -qAt -p "$port_a" -d t150 -c "SELECT kafka.create_replica('rep2', 'cdc_src')" 2>&1 -v VERBOSITY=verbose || true)" \
+    'ERROR:  25006:' "with SQLSTATE 25006"
+assert_contains "$(qa_out "SELECT kafka.set_auto_refresh('rep', true)")" 'cannot execute kafka.set_auto_refresh() on replica table "rep" during recovery' \
+    "and kafka.set_auto_refresh of a replica"
+assert_contains "$(qa_out 'REFRESH MATERIALIZED VIEW agg')" 'cannot execute REFRESH MATERIALIZED VIEW on streaming materialized view "agg" during recovery' \
+    "and the REFRESH of an aggregating view"
+# the other streams go: the checks below are about mv
+qp 'DROP MATERIALIZED VIEW agg; DROP TABLE rep; DROP FOREIGN TABLE cdc_src'
 
 # --- 2. logical replication -------------------------------------------------------------------------
 out="$(psql -X -qAt -p "$primary_port" -d t150 -c 'CREATE PUBLICATION p FOR TABLE mv' 2>&1 || true)"

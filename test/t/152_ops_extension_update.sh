@@ -10,6 +10,10 @@
 #   3. Renaming the view, moving it to another schema, renaming that schema and the foreign table,
 #      each between produced records and refreshes (the auto view too, while its worker runs): the
 #      views stay exactly the topic.
+#   4. In the updated database the kinds of streams of 1.1 (section 3) work: a replica made from
+#      Debezium events (fixtures, produced with kcat) equals the source's state and its next apply
+#      applies exactly the new events; an aggregating view with avg equals the same query over the
+#      records kcat reads, before and after a refresh.
 set -euo pipefail
 . "$REPO_ROOT/test/lib.sh"
 
@@ -116,6 +120,12 @@ if ! diff "$TEST_TMP/new.txt" "$TEST_TMP/updated.txt" >"$TEST_TMP/catalog.diff";
     exit 1
 fi
 echo "ok - CREATE EXTENSION and 1.0 + ALTER EXTENSION UPDATE give the same catalog ($(grep -c '^member' "$TEST_TMP/new.txt") objects, $(wc -l <"$TEST_TMP/new.txt") facts compared)"
+for fact in 'column kafka.stream_state.kind "char"' 'member function kafka.create_replica(text,regclass,boolean)' \
+            'member function kafka._dump_contents()' 'column kafka.stream_state.restore_rows bigint' \
+            'member function kafka._restore_replicas()' 'member event trigger kafka_fdw_drop_aggregate_state'; do
+    grep -qF "$fact" "$TEST_TMP/new.txt" || die "the compared catalog lacks '$fact' (sections 3-6 of the update script)"
+done
+echo "ok - the comparison covers the objects of sections 3 to 6 (stream kinds, CDC, dump and restore)"
 
 # --- 3. renames ---------------------------------------------------------------------------------------
 step() {          # SQL MSG: run SQL, produce, refresh mv by its new name, check both views
@@ -140,3 +150,37 @@ assert_eq "ops2.mv2|feeds.src2|ok|t
 ops2.mv_auto2|feeds.src2|ok|t" \
     "$(q "SELECT mv_name, source_table, last_refresh_status, total_rows = (SELECT count(*) FROM ops2.mv2) FROM kafka.streams ORDER BY 1")" \
     "kafka.streams shows the new names, status ok, and total_rows is the view's row count"
+
+# --- 4. replicas and aggregating views in the updated database ----------------------------------------
+cdc="t152_cdc_$$"
+fx="$REPO_ROOT/test/fixtures/debezium"
+broker_ctl create "$cdc" 1 >/dev/null
+produce_debezium "$fx/pg_schemas.jsonl" "$cdc" 0 17
+q "IMPORT FOREIGN SCHEMA kafka LIMIT TO (\"$cdc\") FROM SERVER k INTO public"
+q "SELECT kafka.create_replica('rep', '\"$cdc\"')" >/dev/null
+q 'CREATE TABLE expected (LIKE rep)'
+q "\\copy expected FROM '$fx/pg_state_before_truncate.tsv'"
+assert_eq "" "$(q "SET timezone = 'UTC'; (TABLE expected EXCEPT TABLE rep) UNION ALL (TABLE rep EXCEPT TABLE expected)")" \
+    "updated: create_replica makes a replica equal to the source's state after events 0-16"
+produce_debezium "$fx/pg_schemas.jsonl" "$cdc" 17 19
+assert_eq 2 "$(q "SELECT kafka.apply_replica('rep')")" "updated: its next apply applies exactly the 2 new events"
+assert_eq "7|replica|19" "$(q "SELECT (SELECT string_agg(id::text, ',') FROM rep), s.kind, o.next_offset
+    FROM kafka.streams s JOIN kafka.stream_offsets o ON o.mv_oid = s.mv_name::oid WHERE s.mv_name = 'rep'::regclass")" \
+    "updated: the TRUNCATE and the insert leave row 7, kafka.streams says replica, next offset 19"
+
+AGG="SELECT kafka_partition, count(*) AS n, sum(kafka_offset) AS s, avg(kafka_offset) AS m, max(kafka_offset) AS hi FROM %s GROUP BY 1"
+check_agg() {     # MSG: agg = its query over the (partition, offset) pairs kcat reads
+    kcat -C -b "$KAFKA_BROKERS" -t "$topic" -o beginning -e -q -f '%p\t%o\n' >"$TEST_TMP/pairs.tsv"
+    q 'DROP TABLE IF EXISTS pairs; CREATE TABLE pairs (kafka_partition int, kafka_offset bigint)'
+    q "\\copy pairs FROM '$TEST_TMP/pairs.tsv'"
+    local query; query="$(printf "$AGG" pairs)"
+    assert_eq "" "$(q "(SELECT e::text FROM ($query) e EXCEPT SELECT a::text FROM agg a)
+                       UNION ALL (SELECT a::text FROM agg a EXCEPT SELECT e::text FROM ($query) e)")" "$1"
+}
+q "CREATE MATERIALIZED VIEW agg AS $(printf "$AGG" feeds.src2)" >/dev/null
+check_agg "updated: an aggregating view with avg equals its query over the records kcat reads"
+produce 300
+q 'REFRESH MATERIALIZED VIEW agg'
+check_agg "updated: after a refresh too"
+assert_eq "aggregate|300" "$(q "SELECT kind, last_refresh_rows FROM kafka.streams WHERE mv_name = 'agg'::regclass")" \
+    "updated: kafka.streams says aggregate; the refresh folded in just the 300 new records"
