@@ -47,7 +47,6 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/analyze.h"
@@ -1132,8 +1131,18 @@ records_query(Oid ftable_oid)
 		appendStringInfo(&sql, "%s%s", i ? ", " : "", has ? quote_identifier(names[i]) : missing[i]);
 	}
 	appendStringInfo(&sql, " FROM ONLY %s", relname);
-	raw = pg_parse_query(sql.data);
-	return kafka_parse_analyze(linitial_node(RawStmt, raw), sql.data);
+	{
+		/* every name above is qualified; the path is pinned all the same */
+		int			nest = NewGUCNestLevel();
+		Query	   *query;
+
+		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		raw = pg_parse_query(sql.data);
+		query = kafka_parse_analyze(linitial_node(RawStmt, raw), sql.data);
+		AtEOXact_GUC(true, nest);
+		return query;
+	}
 }
 
 /*
@@ -1169,7 +1178,6 @@ kafka_replica_evolve(Oid replica)
 	Oid			owner = kafka_relation_owner(replica);
 	Oid			save_userid;
 	int			save_sec_context;
-	int			nest;
 	int			before = 0;
 	int			after = 0;
 	ListCell   *lc;
@@ -1192,22 +1200,17 @@ kafka_replica_evolve(Oid replica)
 	evolve_relid = InvalidOid;
 	evolve_columns = NIL;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_RESTRICTED_OPERATION);
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	{
 		Relation	rel = table_open(replica, AccessShareLock);
 
 		before = RelationGetNumberOfAttributes(rel);
 		table_close(rel, AccessShareLock);
 	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not add the new columns to the replica: %s", sql.data);
-	SPI_finish();
+	/* as the replica's owner, search_path pinned */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_RESTRICTED_OPERATION);
+	kafka_stream_exec_utility(sql.data, false);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 	CommandCounterIncrement();
 	{
 		Relation	rel = table_open(replica, AccessShareLock);
@@ -1215,8 +1218,6 @@ kafka_replica_evolve(Oid replica)
 		after = RelationGetNumberOfAttributes(rel);
 		table_close(rel, AccessShareLock);
 	}
-	AtEOXact_GUC(true, nest);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
 	ereport(NOTICE,
 			(errmsg("replica table %s has new columns from its change events", name),
 			 errdetail("%s", sql.data)));

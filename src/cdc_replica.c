@@ -145,7 +145,6 @@ create_replica_table(RangeVar *rv, Oid source)
 	StringInfoData sql;
 	Oid			nsp = RangeVarGetCreationNamespace(rv);
 	char	   *qname = quote_qualified_identifier(get_namespace_name(nsp), rv->relname);
-	int			nest;
 
 	if (!first_event(source, &key, &keylen, &value, &valuelen))
 		ereport(ERROR,
@@ -181,10 +180,7 @@ create_replica_table(RangeVar *rv, Oid source)
 						 quote_identifier((char *) lfirst(lc)));
 	appendStringInfoString(&sql, "))");
 
-	nest = pinned_spi_begin();
-	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not create replica table: %s", sql.data);
-	pinned_spi_end(nest);
+	kafka_stream_exec_utility(sql.data, false);
 	CommandCounterIncrement();
 	return get_relname_relid(rv->relname, nsp);
 }
