@@ -164,6 +164,8 @@ typedef struct CdcApply
 	CdcRecord **saved_pending;	/* for undoing a failed subtransaction */
 	KafkaRecordFingerprint *saved_pending_passed;
 	CdcEvent	keyev;			/* the old key of a move */
+	text	   *newkey_header;	/* "__debezium.newkey", made once */
+	text	   *oldkey_header;
 
 	/*
 	 * Collapsing: within a batch, an event that sets the whole row (c, r, u
@@ -924,12 +926,13 @@ cdc_receive(TupleTableSlot *slot, DestReceiver *self)
 	r->deferred = false;
 	if (!slot->tts_isnull[Q_HEADERS])
 	{
+		/* a move's keys, copied into the batch (nothing else is allocated) */
+		MemoryContext old = MemoryContextSwitchTo(a->batch_cxt);
 		Jsonb	   *h = DatumGetJsonbP(slot->tts_values[Q_HEADERS]);
-		char	   *nk = kafka_header_text(h, "__debezium.newkey");
-		char	   *ok = kafka_header_text(h, "__debezium.oldkey");
 
-		r->newkey = nk ? MemoryContextStrdup(a->batch_cxt, nk) : NULL;
-		r->oldkey = ok ? MemoryContextStrdup(a->batch_cxt, ok) : NULL;
+		r->newkey = kafka_header_text(h, a->newkey_header);
+		r->oldkey = kafka_header_text(h, a->oldkey_header);
+		MemoryContextSwitchTo(old);
 	}
 	a->batch_bytes += r->keylen + r->valuelen;
 	if (++a->nbatch == CDC_BATCH_EVENTS || a->batch_bytes >= CDC_BATCH_BYTES)
@@ -1051,6 +1054,8 @@ create_apply_dest(Relation replica, void *arg)
 	cdc_table_init(&a->table, replica);
 	cdc_event_init(&a->ev, &a->table);
 	cdc_event_init(&a->keyev, &a->table);
+	a->newkey_header = cstring_to_text("__debezium.newkey");
+	a->oldkey_header = cstring_to_text("__debezium.oldkey");
 	a->batch = palloc(sizeof(CdcRecord) * CDC_BATCH_EVENTS);
 	a->cxt = CurrentMemoryContext;
 	a->stop_offset = palloc(sizeof(int64) * Max(a->ctx->nparts, 1));

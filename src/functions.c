@@ -833,12 +833,12 @@ find_header(Jsonb *headers, text *name, bool *is_base64)
  * binary.  For C callers (cdc_apply.c).
  */
 char *
-kafka_header_text(Jsonb *headers, const char *name)
+kafka_header_text(Jsonb *headers, text *name)
 {
 	JsonbValue *value;
 	bool		is_base64;
 
-	value = find_header(headers, cstring_to_text(name), &is_base64);
+	value = find_header(headers, name, &is_base64);
 	if (value == NULL || is_base64)
 		return NULL;
 	return pnstrdup(value->val.string.val, value->val.string.len);

@@ -41,7 +41,7 @@
  * a conversion error of the record (on_error).  Memory used by a partial
  * build is left to the context.
  */
-extern char *kafka_header_text(Jsonb *headers, const char *name);
+extern char *kafka_header_text(Jsonb *headers, text *name);
 extern Jsonb *kafka_build_headers_jsonb(int nheaders,
 										const char *const *names,
 										const void *const *values,
