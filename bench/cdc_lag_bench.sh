@@ -31,20 +31,11 @@ UPDATE_PERCENT="${UPDATE_PERCENT:-30}"
 DB=warehouse
 
 ensure_packages
-if ! command -v javac >/dev/null || ! command -v mvn >/dev/null; then
-    ensure_packages default-jdk-headless maven
-fi
 lib_trap
 make_workdir
 DBZ_STATE="$WORK_DIR/debezium"
-cleanup_bench() {
-    bash "$REPO_ROOT/test/debezium/debezium.sh" stop-all "$DBZ_STATE" >/dev/null 2>&1 || true
-    lib_cleanup
-}
-trap cleanup_bench EXIT
 build_extension
-bash "$REPO_ROOT/test/kafka/kafka.sh" fetch
-bash "$REPO_ROOT/test/debezium/debezium.sh" fetch
+debezium_prepare "$DBZ_STATE"
 real_kafka_start "$WORK_DIR/kafka" 1 >/dev/null
 bash "$REPO_ROOT/test/debezium/debezium.sh" source-start "$DBZ_STATE" >/dev/null
 # shellcheck disable=SC1091

@@ -28,20 +28,11 @@ CHANGES="${CHANGES:-300}"
 DB=warehouse
 
 ensure_packages
-if ! command -v javac >/dev/null || ! command -v mvn >/dev/null; then
-    ensure_packages default-jdk-headless maven
-fi
 lib_trap
 make_workdir
 DBZ_STATE="$WORK_DIR/debezium"
-cleanup_demo() {
-    bash "$REPO_ROOT/test/debezium/debezium.sh" stop-all "$DBZ_STATE" >/dev/null 2>&1 || true
-    lib_cleanup
-}
-trap cleanup_demo EXIT
 build_extension
-bash "$REPO_ROOT/test/kafka/kafka.sh" fetch
-bash "$REPO_ROOT/test/debezium/debezium.sh" fetch
+debezium_prepare "$DBZ_STATE"
 
 log "starting Apache Kafka (one node)"
 real_kafka_start "$WORK_DIR/kafka" 1 >/dev/null

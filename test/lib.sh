@@ -44,6 +44,7 @@ _LIB_BROKER_DIRS=()   # broker state dirs started here
 _LIB_PG_DIRS=()       # postgres dirs started here
 _LIB_TMP_DIRS=()      # temp dirs to remove at cleanup (unless KEEP_TMP=1)
 _LIB_KAFKA_DIRS=()    # real Kafka state dirs started here (test/kafka/kafka.sh)
+_LIB_DEBEZIUM_DIRS=() # Debezium state dirs (source PostgreSQL, Kafka Connect) started here
 _LIB_CLEANED=0
 LIB_SHOW_LOGS_ON_FAIL="${LIB_SHOW_LOGS_ON_FAIL:-1}"
 
@@ -171,6 +172,22 @@ ensure_packages() {
     fi
 }
 
+# ensure_java — install Java and Maven (Debian's default JDK) if javac or mvn is missing.
+ensure_java() {
+    if ! command -v javac >/dev/null || ! command -v mvn >/dev/null; then
+        ensure_packages default-jdk-headless maven
+    fi
+}
+
+# debezium_prepare STATE_DIR — Java and Maven, the jars of Apache Kafka, Kafka Connect and Debezium
+# (cached in ~/.m2), and STATE_DIR (test/debezium/debezium.sh's) stopped by lib_cleanup.
+debezium_prepare() {
+    ensure_java || return 1
+    bash "$REPO_ROOT/test/kafka/kafka.sh" fetch || return 1
+    bash "$REPO_ROOT/test/debezium/debezium.sh" fetch || return 1
+    _LIB_DEBEZIUM_DIRS+=("$1")
+}
+
 # build_extension — make and make install kafka_fdw (output in $WORK_DIR/build.log if set).
 build_extension() {
     local out="${WORK_DIR:-/tmp}/build.log"
@@ -235,6 +252,9 @@ lib_cleanup() {
     done
     for d in "${_LIB_BROKER_DIRS[@]}"; do stop_broker "$d" >/dev/null 2>&1; done
     for p in "${_LIB_PIDS[@]}"; do kill_pid "$p"; done
+    for d in "${_LIB_DEBEZIUM_DIRS[@]}"; do
+        bash "$REPO_ROOT/test/debezium/debezium.sh" stop-all "$d" >/dev/null 2>&1
+    done
     for d in "${_LIB_KAFKA_DIRS[@]}"; do real_kafka_stop "$d"; done
     for d in "${_LIB_TMP_DIRS[@]}"; do
         if [ "${KEEP_TMP:-0}" = 1 ]; then log "KEEP_TMP=1: kept $d"; else rm -rf "$d"; fi

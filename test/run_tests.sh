@@ -149,9 +149,7 @@ log "work dir: $WORK_DIR${KEEP_TMP:+ (KEEP_TMP=$KEEP_TMP)}"
 ensure_packages "${REQUIRED_PACKAGES[@]}" || fail_stage "install packages"
 ensure_pg_user || fail_stage "create user postgres"
 if [ "$REAL_SEL" -gt 0 ] && [ "${REAL_KAFKA:-1}" != 0 ]; then
-    if ! command -v javac >/dev/null || ! command -v mvn >/dev/null; then
-        ensure_packages default-jdk-headless maven || fail_stage "install Java and Maven"
-    fi
+    ensure_java || fail_stage "install Java and Maven"
     bash test/kafka/kafka.sh fetch || fail_stage "fetch Apache Kafka (mvn, test/kafka/pom.xml)"
     # the CDC tests (test/t/5NN_kafka_debezium_*.sh): Kafka Connect and Debezium, python3 and curl
     if [[ " ${SCRIPTED_SEL[*]} " == *_kafka_debezium_* ]]; then
