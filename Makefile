@@ -15,6 +15,7 @@ OBJS = \
 	src/record_eval.o \
 	src/import.o \
 	src/produce.o \
+	src/produce_record.o \
 	src/refresh.o \
 	src/stream_catalog.o \
 	src/stream_insert.o \
