@@ -22,6 +22,7 @@ OBJS = \
 	src/stream_dump.o \
 	src/stream_aggregate.o \
 	src/worker.o \
+	src/worker_watch.o \
 	src/functions.o \
 	src/cdc_decode.o \
 	src/cdc_apply.o \

@@ -788,7 +788,8 @@ kafka_refresh_stream(Oid mv_oid, const char *queryString, bool may_restore)
  * partition's high watermark is beyond the stored next offset (or, for a
  * partition never read, beyond its low watermark).  Asks the brokers as the
  * view's owner; used by the auto-refresh worker to refresh only when records
- * arrived, so that idle views log nothing.
+ * arrived, so that idle views log nothing.  False for a view whose auto
+ * refresh is off.
  */
 bool
 kafka_stream_pending(Oid mv_oid)
@@ -802,7 +803,8 @@ kafka_stream_pending(Oid mv_oid)
 	int			nstored;
 	Oid			owner;
 
-	if (!kafka_stream_lookup(mv_oid, &st))
+	/* switched off since the worker read its views */
+	if (!kafka_stream_lookup(mv_oid, &st) || !st.auto_refresh)
 		return false;
 	owner = kafka_relation_owner(mv_oid);
 	if (!OidIsValid(owner))

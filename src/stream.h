@@ -213,6 +213,14 @@ extern int	kafka_auto_refresh_max_workers;
 extern void kafka_worker_init(void);
 extern bool kafka_auto_refresh_wake_at_commit(void);
 
+/* in worker_watch.c */
+extern int	kafka_auto_refresh_wait_ms;
+extern pgsocket kafka_watch_socket(void);
+extern void kafka_watch_begin_sync(void);
+extern bool kafka_watch_view(Oid mv_oid, Oid serverid, Oid owner, const char *topic);
+extern void kafka_watch_end_sync(void);
+extern List *kafka_watch_arrivals(void);
+
 /* in stream_aggregate.c */
 extern bool kafka_query_aggregates(Query *query);
 extern void kafka_aggregate_validate(Query *query, const char *viewname);

@@ -19,11 +19,25 @@
  *   generation number closes the race of a worker exiting just as a view is
  *   switched on: the worker only clears a slot whose generation it has seen.
  *
- * - A worker polls every kafka_fdw.auto_refresh_interval: for each auto
- *   view it asks the brokers whether anything arrived (watermarks against
- *   the stored offsets) and, if so, runs the very same refresh as REFRESH
- *   MATERIALIZED VIEW, in its own transaction, as the view's owner, with
- *   search_path pinned to pg_catalog, pg_temp.  A failing view is retried
+ * - Arrival drives a worker.  Its watch (worker_watch.c) waits at the end
+ *   of its views' topics; when records arrive the worker wakes (a pipe
+ *   beside its latch) and refreshes the views of those topics at once.
+ *   Under load the refreshes run back to back, each taking everything that
+ *   arrived during the one before, so the number of transactions follows
+ *   the refresh time, not the record rate.  Idle, the worker sleeps while
+ *   the brokers hold the watch's fetch (kafka_fdw.auto_refresh_wait).
+ *
+ * - Every kafka_fdw.auto_refresh_interval, and when woken by its latch (a
+ *   view switched on or off, a reload), a worker reads its auto views,
+ *   brings the watch in line, and checks each view against the brokers
+ *   (watermarks against the stored offsets): this catches what the watch
+ *   cannot see (see worker_watch.c).
+ *
+ * - A refresh is the very same as REFRESH MATERIALIZED VIEW, in its own
+ *   transaction, as the view's owner, with search_path pinned to
+ *   pg_catalog, pg_temp, and only when the brokers have records beyond the
+ *   stored offsets.  Between refreshes the worker holds no lock, so DDL on
+ *   a busy view waits for one refresh at most.  A failing view is retried
  *   with exponential back-off (1 s to 60 s) and its error is recorded in
  *   kafka.streams; the other views go on.
  *
@@ -83,6 +97,7 @@ typedef struct KafkaWorkerSlot
 	bool		wanted;			/* a worker should run for this database */
 	uint64		generation;		/* bumped whenever wanted is set */
 	pid_t		pid;			/* the running worker, 0 if none */
+	Latch	   *latch;			/* its latch, NULL if none */
 } KafkaWorkerSlot;
 
 typedef struct KafkaWorkerShared
@@ -93,7 +108,7 @@ typedef struct KafkaWorkerShared
 	KafkaWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } KafkaWorkerShared;
 
-int			kafka_auto_refresh_interval_ms = 100;
+int			kafka_auto_refresh_interval_ms = 1000;
 int			kafka_auto_refresh_max_workers = 4;
 
 static bool preloaded = false;
@@ -101,6 +116,7 @@ static KafkaWorkerShared *shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_at_commit = false;
+static bool nudge_at_commit = false;
 
 PGDLLEXPORT void kafka_launcher_main(Datum arg);
 PGDLLEXPORT void kafka_worker_main(Datum arg);
@@ -150,10 +166,17 @@ kafka_worker_init(void)
 	BackgroundWorker bgw;
 
 	DefineCustomIntVariable("kafka_fdw.auto_refresh_interval",
-							"How often auto-refresh workers look for new records.",
-							NULL,
+							"How often auto-refresh workers check every auto view for new records.",
+							"Arriving records wake a worker at once; this check catches what its watch cannot see.",
 							&kafka_auto_refresh_interval_ms,
-							100, 10, 60 * 1000,
+							1000, 10, 60 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("kafka_fdw.auto_refresh_wait",
+							"How long a broker may hold an auto-refresh worker's fetch while no record arrives.",
+							"Kafka answers as soon as a record arrives; the test broker only after the whole wait.",
+							&kafka_auto_refresh_wait_ms,
+							500, 1, 60 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	/* a PGC_POSTMASTER setting can only be defined while preloading */
@@ -191,6 +214,7 @@ mark_wanted(Oid dboid)
 	KafkaWorkerSlot *free_slot = NULL;
 	bool		ok = true;
 	Latch	   *latch;
+	Latch	   *worker_latch = NULL;
 
 	SpinLockAcquire(&shared->mutex);
 	for (int i = 0; i < shared->nslots; i++)
@@ -212,6 +236,7 @@ mark_wanted(Oid dboid)
 		free_slot->dboid = dboid;
 		free_slot->wanted = true;
 		free_slot->generation++;
+		worker_latch = free_slot->pid != 0 ? free_slot->latch : NULL;
 	}
 	else
 		ok = false;
@@ -219,7 +244,25 @@ mark_wanted(Oid dboid)
 	SpinLockRelease(&shared->mutex);
 	if (latch)
 		SetLatch(latch);
+	/* a running worker looks at its views again at once */
+	if (worker_latch)
+		SetLatch(worker_latch);
 	return ok;
+}
+
+/* Set the latch of the database's running worker, if there is one. */
+static void
+nudge_worker(Oid dboid)
+{
+	Latch	   *latch = NULL;
+
+	SpinLockAcquire(&shared->mutex);
+	for (int i = 0; i < shared->nslots; i++)
+		if (shared->slots[i].dboid == dboid && shared->slots[i].pid != 0)
+			latch = shared->slots[i].latch;
+	SpinLockRelease(&shared->mutex);
+	if (latch)
+		SetLatch(latch);
 }
 
 static void
@@ -231,8 +274,32 @@ wake_launcher_at_commit(XactEvent event, void *arg)
 				(errmsg("no auto-refresh worker slot is free for database \"%s\"",
 						get_database_name(MyDatabaseId)),
 				 errhint("Raise kafka_fdw.auto_refresh_max_workers.")));
+	if (event == XACT_EVENT_COMMIT && nudge_at_commit)
+		nudge_worker(MyDatabaseId);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
-		wake_at_commit = false;
+		wake_at_commit = nudge_at_commit = false;
+}
+
+static void
+register_commit_callback(void)
+{
+	static bool callback_registered = false;
+
+	if (!callback_registered)
+	{
+		RegisterXactCallback(wake_launcher_at_commit, NULL);
+		callback_registered = true;
+	}
+}
+
+/* At commit, have the database's running worker look at its views again. */
+static void
+nudge_worker_at_commit(void)
+{
+	if (!preloaded || shared == NULL)
+		return;
+	register_commit_callback();
+	nudge_at_commit = true;
 }
 
 /*
@@ -243,15 +310,9 @@ wake_launcher_at_commit(XactEvent event, void *arg)
 bool
 kafka_auto_refresh_wake_at_commit(void)
 {
-	static bool callback_registered = false;
-
 	if (!preloaded || shared == NULL)
 		return false;
-	if (!callback_registered)
-	{
-		RegisterXactCallback(wake_launcher_at_commit, NULL);
-		callback_registered = true;
-	}
+	register_commit_callback();
 	wake_at_commit = true;
 	return true;
 }
@@ -277,8 +338,11 @@ kafka_set_auto_refresh(PG_FUNCTION_ARGS)
 	kafka_prevent_on_standby("kafka.set_auto_refresh()", mv_oid);
 
 	kafka_stream_set_auto_refresh(mv_oid, enabled);
+	/* on: make sure a worker runs; off: the running one stops watching it */
 	if (enabled)
 		(void) kafka_auto_refresh_wake_at_commit();
+	else
+		nudge_worker_at_commit();
 	PG_RETURN_VOID();
 }
 
@@ -418,6 +482,7 @@ kafka_launcher_main(Datum arg)
 				if (slot->pid != 0)
 					not_before[i] = TimestampTzPlusMilliseconds(now, WORKER_RESTART_DELAY_MS);
 				slot->pid = 0;
+				slot->latch = NULL;
 				SpinLockRelease(&shared->mutex);
 			}
 
@@ -514,6 +579,7 @@ exit_if_unwanted(KafkaWorkerSlot *slot, uint64 generation)
 	{
 		slot->wanted = false;
 		slot->pid = 0;
+		slot->latch = NULL;
 		leave = true;
 	}
 	SpinLockRelease(&shared->mutex);
@@ -536,8 +602,56 @@ try_lock_own_database(void)
 }
 
 /*
+ * Watch the topics of views for arriving records (worker_watch.c).  A view
+ * whose options cannot be read now is left to the periodic check, whose
+ * refresh reports what is wrong.
+ */
+static void
+watch_views(List *views)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner_res = CurrentResourceOwner;
+	ListCell   *lc;
+
+	kafka_watch_begin_sync();
+	foreach(lc, views)
+	{
+		Oid			mv_oid = lfirst_oid(lc);
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(caller);
+		PG_TRY();
+		{
+			KafkaStreamState st;
+			KafkaTableOptions opts;
+			Oid			owner = kafka_relation_owner(mv_oid);
+
+			/* an owner who may no longer read the table gets the refresh's error */
+			if (OidIsValid(owner) && kafka_stream_lookup(mv_oid, &st) &&
+				pg_class_aclcheck(st.ftable_oid, owner, ACL_SELECT) == ACLCHECK_OK)
+			{
+				kafka_get_table_options(st.ftable_oid, &opts);
+				(void) kafka_watch_view(mv_oid, opts.serverid, owner, opts.topic);
+			}
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(caller);
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner_res;
+	}
+	kafka_watch_end_sync();
+}
+
+/*
  * The auto views of this database, or NIL when there are none, the
  * extension is not installed, or the database is being dropped (*dropping).
+ * Their topics' watch is brought in line with them.
  */
 static List *
 auto_views(bool *dropping)
@@ -559,6 +673,8 @@ auto_views(bool *dropping)
 		views = list_copy(found);
 		MemoryContextSwitchTo(old);
 	}
+	if (!*dropping)
+		watch_views(views);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	return views;
@@ -665,6 +781,11 @@ kafka_worker_main(Datum arg)
 	Oid			dboid = DatumGetObjectId(arg);
 	KafkaWorkerSlot *slot;
 	MemoryContext work_cxt;
+	MemoryContext views_cxt;
+	WaitEventSet *wait_set;
+	List	   *views = NIL;	/* the auto views, in views_cxt */
+	bool		check_all = true;
+	TimestampTz next_check = 0;
 
 	/* SIGTERM ends the worker at once, also inside a refresh */
 	pqsignal(SIGTERM, die);
@@ -686,53 +807,106 @@ kafka_worker_main(Datum arg)
 		proc_exit(0);
 	SpinLockAcquire(&shared->mutex);
 	slot->pid = MyProcPid;
+	slot->latch = MyLatch;
 	SpinLockRelease(&shared->mutex);
 
 	work_cxt = AllocSetContextCreate(TopMemoryContext, "kafka_fdw auto refresh",
 									 ALLOCSET_DEFAULT_SIZES);
+	views_cxt = AllocSetContextCreate(TopMemoryContext, "kafka_fdw auto views",
+									  ALLOCSET_SMALL_SIZES);
+	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, kafka_watch_socket(), NULL, NULL);
+
 	for (;;)
 	{
-		uint64		generation;
-		List	   *views;
-		bool		dropping;
+		List	   *arrived;
 		ListCell   *lc;
+		WaitEvent	event;
+		TimestampTz now;
+		long		timeout;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			check_all = true;
 		}
 		MemoryContextReset(work_cxt);
 		MemoryContextSwitchTo(work_cxt);
 
-		SpinLockAcquire(&shared->mutex);
-		generation = slot->generation;
-		SpinLockRelease(&shared->mutex);
-
-		views = auto_views(&dropping);
-		MemoryContextSwitchTo(work_cxt);
-		if (dropping)
+		/*
+		 * Every kafka_fdw.auto_refresh_interval, and when woken (a view
+		 * switched on or off): read the auto views, bring the watch in line
+		 * and check each view's watermarks.
+		 */
+		now = GetCurrentTimestamp();
+		if (check_all || now >= next_check)
 		{
-			/* let DROP DATABASE go ahead; a new set_auto_refresh wakes us */
+			uint64		generation;
+			bool		dropping;
+			List	   *found;
+
 			SpinLockAcquire(&shared->mutex);
-			slot->wanted = false;
-			slot->pid = 0;
+			generation = slot->generation;
 			SpinLockRelease(&shared->mutex);
-			proc_exit(0);
-		}
-		if (views == NIL)
-			exit_if_unwanted(slot, generation);
 
-		foreach(lc, views)
+			found = auto_views(&dropping);
+			if (dropping)
+			{
+				/* let DROP DATABASE go ahead; a new set_auto_refresh wakes us */
+				SpinLockAcquire(&shared->mutex);
+				slot->wanted = false;
+				slot->pid = 0;
+				slot->latch = NULL;
+				SpinLockRelease(&shared->mutex);
+				proc_exit(0);
+			}
+			if (found == NIL)
+				exit_if_unwanted(slot, generation);
+			MemoryContextReset(views_cxt);
+			MemoryContextSwitchTo(views_cxt);
+			views = list_copy(found);
+			MemoryContextSwitchTo(work_cxt);
+
+			foreach(lc, views)
+			{
+				CHECK_FOR_INTERRUPTS();
+				refresh_one(lfirst_oid(lc), work_cxt);
+				MemoryContextSwitchTo(work_cxt);
+			}
+			check_all = false;
+			next_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 kafka_auto_refresh_interval_ms);
+		}
+
+		/*
+		 * The views whose topics got records: refreshed now.  Records that
+		 * arrive meanwhile make the pipe readable again, so a busy stream
+		 * is refreshed back to back, each refresh taking all that arrived
+		 * during the one before.
+		 */
+		arrived = kafka_watch_arrivals();
+		foreach(lc, arrived)
 		{
+			Oid			mv_oid = lfirst_oid(lc);
+
 			CHECK_FOR_INTERRUPTS();
-			refresh_one(lfirst_oid(lc), work_cxt);
+			if (list_member_oid(views, mv_oid))
+				refresh_one(mv_oid, work_cxt);
 			MemoryContextSwitchTo(work_cxt);
 		}
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 kafka_auto_refresh_interval_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		now = GetCurrentTimestamp();
+		timeout = next_check <= now ? 0 :
+			(long) ((next_check - now + 999) / 1000);
+		if (WaitEventSetWait(wait_set, timeout, &event, 1, PG_WAIT_EXTENSION) == 1 &&
+			(event.events & WL_LATCH_SET))
+		{
+			ResetLatch(MyLatch);
+			check_all = true;
+		}
 	}
 }

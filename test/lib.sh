@@ -363,6 +363,18 @@ real_pairs() {
 # real_produce N TOPIC PARTITION — N JSON records {"n": 1..N} to PARTITION of TOPIC (kcat).
 real_produce() { seq "$1" | sed 's/^/{"n": /; s/$/}/' | kcat -P -b "$REAL_KAFKA_BROKERS" -t "$2" -p "$3"; }
 
+# auto_refresh_settings [INTERVAL WAIT] — set kafka_fdw.auto_refresh_interval and kafka_fdw.auto_refresh_wait
+# server-wide (ALTER SYSTEM, reload); without arguments reset both (for the test's EXIT trap).
+auto_refresh_settings() {
+    if [ $# -eq 2 ]; then
+        psql_q -d postgres -c "ALTER SYSTEM SET kafka_fdw.auto_refresh_interval = '$1'" \
+            -c "ALTER SYSTEM SET kafka_fdw.auto_refresh_wait = '$2'" -c "SELECT pg_reload_conf()" >/dev/null
+    else
+        psql_q -d postgres -c "ALTER SYSTEM RESET kafka_fdw.auto_refresh_interval" \
+            -c "ALTER SYSTEM RESET kafka_fdw.auto_refresh_wait" -c "SELECT pg_reload_conf()" >/dev/null || true
+    fi
+}
+
 # real_analyst_db DB ROLE [SERVER] — database DB with kafka_fdw and the ordinary role ROLE, which may use
 # the FDW and schema kafka; with SERVER, ROLE also creates that server on $REAL_KAFKA_BROKERS (PLAINTEXT)
 # and its user mapping. Defines for the calling test: q SQL (psql as ROLE in DB, tuples only, stops on
