@@ -219,6 +219,7 @@ extern pgsocket kafka_watch_socket(void);
 extern void kafka_watch_begin_sync(void);
 extern bool kafka_watch_view(Oid mv_oid, Oid serverid, Oid owner, const char *topic);
 extern void kafka_watch_end_sync(void);
+extern void kafka_watch_drop_changed_topics(void);
 extern List *kafka_watch_arrivals(void);
 
 /* in stream_aggregate.c */

@@ -29,9 +29,11 @@
  *
  * - Every kafka_fdw.auto_refresh_interval, and when woken by its latch (a
  *   view switched on or off, a reload), a worker reads its auto views,
- *   brings the watch in line, and checks each view against the brokers
- *   (watermarks against the stored offsets): this catches what the watch
- *   cannot see (see worker_watch.c).
+ *   brings the watch in line, and checks views against the brokers
+ *   (watermarks against the stored offsets): those it cannot watch, those
+ *   whose watch just began, failing ones, and every tenth round all of them,
+ *   when also a topic whose partitions changed is watched anew.
+ *   This catches what the watch cannot see (see worker_watch.c).
  *
  * - A refresh is the very same as REFRESH MATERIALIZED VIEW, in its own
  *   transaction, as the view's owner, with search_path pinned to
@@ -90,6 +92,8 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 #define WORKER_RESTART_DELAY_MS 5000
+/* every this many periodic rounds, watched views are checked too */
+#define WATCHED_CHECK_EVERY 10
 
 typedef struct KafkaWorkerSlot
 {
@@ -602,15 +606,17 @@ try_lock_own_database(void)
 }
 
 /*
- * Watch the topics of views for arriving records (worker_watch.c).  A view
- * whose options cannot be read now is left to the periodic check, whose
- * refresh reports what is wrong.
+ * Watch the topics of views for arriving records (worker_watch.c); returns
+ * the views that are watched, in memory context result_cxt.  A view whose
+ * options cannot be read now is left to the periodic check, whose refresh
+ * reports what is wrong.
  */
-static void
-watch_views(List *views)
+static List *
+watch_views(List *views, MemoryContext result_cxt)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner_res = CurrentResourceOwner;
+	List	   *volatile watched = NIL;
 	ListCell   *lc;
 
 	kafka_watch_begin_sync();
@@ -631,7 +637,13 @@ watch_views(List *views)
 				pg_class_aclcheck(st.ftable_oid, owner, ACL_SELECT) == ACLCHECK_OK)
 			{
 				kafka_get_table_options(st.ftable_oid, &opts);
-				(void) kafka_watch_view(mv_oid, opts.serverid, owner, opts.topic);
+				if (kafka_watch_view(mv_oid, opts.serverid, owner, opts.topic))
+				{
+					MemoryContext old = MemoryContextSwitchTo(result_cxt);
+
+					watched = lappend_oid(watched, mv_oid);
+					MemoryContextSwitchTo(old);
+				}
 			}
 			ReleaseCurrentSubTransaction();
 		}
@@ -646,15 +658,17 @@ watch_views(List *views)
 		CurrentResourceOwner = owner_res;
 	}
 	kafka_watch_end_sync();
+	return watched;
 }
 
 /*
  * The auto views of this database, or NIL when there are none, the
  * extension is not installed, or the database is being dropped (*dropping).
- * Their topics' watch is brought in line with them.
+ * Their topics' watch is brought in line with them; *watched is set to the
+ * views that are watched.  Both lists in the caller's memory context.
  */
 static List *
-auto_views(bool *dropping)
+auto_views(bool *dropping, List **watched, bool recheck_partitions)
 {
 	List	   *views = NIL;
 	MemoryContext caller = CurrentMemoryContext;
@@ -673,8 +687,11 @@ auto_views(bool *dropping)
 		views = list_copy(found);
 		MemoryContextSwitchTo(old);
 	}
+	*watched = NIL;
+	if (!*dropping && recheck_partitions)
+		kafka_watch_drop_changed_topics();
 	if (!*dropping)
-		watch_views(views);
+		*watched = watch_views(views, caller);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	return views;
@@ -784,6 +801,8 @@ kafka_worker_main(Datum arg)
 	MemoryContext views_cxt;
 	WaitEventSet *wait_set;
 	List	   *views = NIL;	/* the auto views, in views_cxt */
+	List	   *watched = NIL;	/* those watched, in views_cxt */
+	uint64		round = 0;
 	bool		check_all = true;
 	TimestampTz next_check = 0;
 
@@ -848,12 +867,14 @@ kafka_worker_main(Datum arg)
 			uint64		generation;
 			bool		dropping;
 			List	   *found;
+			List	   *now_watched;
+			bool		safety_net = round++ % WATCHED_CHECK_EVERY == 0;
 
 			SpinLockAcquire(&shared->mutex);
 			generation = slot->generation;
 			SpinLockRelease(&shared->mutex);
 
-			found = auto_views(&dropping);
+			found = auto_views(&dropping, &now_watched, safety_net);
 			if (dropping)
 			{
 				/* let DROP DATABASE go ahead; a new set_auto_refresh wakes us */
@@ -866,17 +887,30 @@ kafka_worker_main(Datum arg)
 			}
 			if (found == NIL)
 				exit_if_unwanted(slot, generation);
+
+			/*
+			 * A view watched since the last round needs no check: the watch
+			 * sees all that arrives.  The others are checked: unwatched
+			 * ones, those whose watch just began (records from before it),
+			 * failing ones (retried without new records), and every view
+			 * each WATCHED_CHECK_EVERY rounds (a partition added).
+			 */
+			foreach(lc, found)
+			{
+				Oid			mv_oid = lfirst_oid(lc);
+
+				CHECK_FOR_INTERRUPTS();
+				if (safety_net || !list_member_oid(watched, mv_oid) ||
+					!list_member_oid(now_watched, mv_oid) ||
+					view_backoff(mv_oid)->failures > 0)
+					refresh_one(mv_oid, work_cxt);
+				MemoryContextSwitchTo(work_cxt);
+			}
 			MemoryContextReset(views_cxt);
 			MemoryContextSwitchTo(views_cxt);
 			views = list_copy(found);
+			watched = list_copy(now_watched);
 			MemoryContextSwitchTo(work_cxt);
-
-			foreach(lc, views)
-			{
-				CHECK_FOR_INTERRUPTS();
-				refresh_one(lfirst_oid(lc), work_cxt);
-				MemoryContextSwitchTo(work_cxt);
-			}
 			check_all = false;
 			next_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 kafka_auto_refresh_interval_ms);

@@ -11,7 +11,10 @@
  *   user mapping as the refresh's own handle is, but outside the pool: it
  *   has its own fetch wait and small prefetch limits.  Each watched topic's
  *   partitions are started at the high watermarks read when the watch of
- *   that topic begins, into one queue per handle.
+ *   that topic begins, into one queue per handle.  The watch's handle only
+ *   ever fetches: a broker serves one connection's requests in order, so a
+ *   metadata or offsets request behind a waiting fetch would wait as long.
+ *   Partitions and watermarks are asked for through a pooled handle.
  *
  * - A broker holds the watch's fetch for up to kafka_fdw.auto_refresh_wait
  *   while nothing arrives and answers as soon as a record does (Kafka does;
@@ -211,15 +214,10 @@ find_topic(WatchHandle *h, const char *topic)
 static WatchedTopic *
 start_topic(WatchHandle *h, const char *topic)
 {
-	int32	   *parts;
-	int			nparts = kafka_topic_partitions(h->conn, topic, &parts);
-	KafkaWatermark *wm = palloc(sizeof(KafkaWatermark) * Max(nparts, 1));
+	KafkaWatermark *wm;
+	int			nparts = kafka_fetch_watermarks(h->serverid, h->userid, topic, false, &wm);
 	rd_kafka_topic_t *rkt;
 	WatchedTopic *t;
-
-	for (int i = 0; i < nparts; i++)
-		wm[i].partition = parts[i];
-	kafka_topic_watermarks(h->conn, topic, wm, nparts);
 
 	rkt = rd_kafka_topic_new(h->conn->rk, topic, NULL);
 	if (rkt == NULL)
@@ -229,17 +227,17 @@ start_topic(WatchHandle *h, const char *topic)
 						rd_kafka_err2str(rd_kafka_last_error()))));
 	for (int i = 0; i < nparts; i++)
 	{
-		if (rd_kafka_consume_start_queue(rkt, parts[i], wm[i].high, h->queue) != 0)
+		if (rd_kafka_consume_start_queue(rkt, wm[i].partition, wm[i].high, h->queue) != 0)
 		{
 			rd_kafka_resp_err_t err = rd_kafka_last_error();
 
 			for (int j = 0; j < i; j++)
-				rd_kafka_consume_stop(rkt, parts[j]);
+				rd_kafka_consume_stop(rkt, wm[j].partition);
 			rd_kafka_topic_destroy(rkt);
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_ERROR),
 					 errmsg("could not watch partition %d of Kafka topic \"%s\": %s",
-							parts[i], topic, rd_kafka_err2str(err))));
+							wm[i].partition, topic, rd_kafka_err2str(err))));
 		}
 	}
 
@@ -248,7 +246,8 @@ start_topic(WatchHandle *h, const char *topic)
 	t->rkt = rkt;
 	t->nparts = nparts;
 	t->parts = MemoryContextAlloc(TopMemoryContext, sizeof(int32) * Max(nparts, 1));
-	memcpy(t->parts, parts, sizeof(int32) * nparts);
+	for (int i = 0; i < nparts; i++)
+		t->parts[i] = wm[i].partition;
 	pfree(wm);
 	return t;
 }
@@ -396,6 +395,67 @@ kafka_watch_end_sync(void)
 		}
 		/* kept while a view needs it, also when its topics failed to start */
 		if (!h->wanted)
+		{
+			destroy_handle(h);
+			handles = foreach_delete_current(handles, lc);
+		}
+	}
+}
+
+/*
+ * Drop the consumers watching a topic whose partitions changed (one was
+ * added), so that the sync that follows starts them again.  A new consumer,
+ * not a new start of the partition: the old one would only learn of the
+ * partition through a metadata request queued behind its waiting fetch.  A
+ * topic whose partitions cannot be read now is kept.  In a transaction.
+ */
+void
+kafka_watch_drop_changed_topics(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner_res = CurrentResourceOwner;
+	ListCell   *lc;
+
+	foreach(lc, handles)
+	{
+		WatchHandle *h = lfirst(lc);
+		ListCell   *tc;
+		bool		changed = false;
+
+		foreach(tc, h->topics)
+		{
+			WatchedTopic *t = lfirst(tc);
+			volatile bool differs = false;
+
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(caller);
+			PG_TRY();
+			{
+				KafkaWatermark *wm;
+				int			n = kafka_fetch_watermarks(h->serverid, h->userid, t->topic,
+													   false, &wm);
+
+				differs = n != t->nparts;
+				for (int i = 0; i < n && !differs; i++)
+					differs = wm[i].partition != t->parts[i];
+				ReleaseCurrentSubTransaction();
+			}
+			PG_CATCH();
+			{
+				MemoryContextSwitchTo(caller);
+				FlushErrorState();
+				RollbackAndReleaseCurrentSubTransaction();
+			}
+			PG_END_TRY();
+			MemoryContextSwitchTo(caller);
+			CurrentResourceOwner = owner_res;
+			if (differs)
+			{
+				changed = true;
+				break;
+			}
+		}
+		if (changed)
 		{
 			destroy_handle(h);
 			handles = foreach_delete_current(handles, lc);

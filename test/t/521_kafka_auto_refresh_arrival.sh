@@ -6,7 +6,12 @@
 #   - 5 plain records, one at a time, each visible within 2 s of Kafka's own Java producer's send;
 #   - a Kafka transaction's records are visible within 2 s of its commit (the commit marker moves
 #     the last stable offset, and the broker answers the read_committed fetch then), never before;
-#   - idle, the worker refreshes nothing (no scan logged in 3 s).
+#   - idle, the worker refreshes nothing (no scan logged in 3 s);
+#   - a partition added to the topic (periodic check at 1 s): its first record comes with the worker's
+#     every-tenth-round check of all views (within 15 s), which also watches the topic anew, so the
+#     next record in the new partition is visible within 2 s again;
+#   - ALTER SERVER (new options) makes the worker drop its watch, whose fetch the broker is holding,
+#     and start a new one: a record is visible within 2 s of the change's commit.
 # The view belongs to an ordinary role; the records are checked against kcat read_committed.
 set -euo pipefail
 . "$REAL_KAFKA_STATE/env"
@@ -75,5 +80,38 @@ assert_same_rows "$TEST_TMP/expect.txt" "$TEST_TMP/got.txt" "the view equals kca
 scans="$(psql_q -d "$db" -c "SELECT count(*) FROM kafka.stream_scan_states")"
 sleep 3
 assert_eq "$(psql_q -d "$db" -c "SELECT count(*) FROM kafka.stream_scan_states")" "$scans" "idle, the worker refreshes nothing"
+# 4. a partition added: the tenth-round check finds it and watches it from then on
+auto_refresh_settings 1s 20s
+sleep 2
+kafka_tool partitions "$topic" 3
+wait_for "[ \"\$(real_kcat -L -t $topic | grep -c 'partition ')\" = 3 ]" 30 || die "the topic did not get its third partition"
+before="$(view_count)"
+t0=$(now_ms)
+send "plain 2 1"
+wait_for "[ \"\$(view_count)\" = $((before + 1)) ]" 30 || die "the new partition's record not visible after 30 s"
+log "the new partition's first record visible after $(elapsed_ms "$t0") ms"
+sleep 1
+before="$(view_count)"
+t0=$(now_ms)
+send "plain 2 1"
+wait_for "[ \"\$(view_count)\" = $((before + 1)) ]" 30 || die "the new partition's second record not visible after 30 s"
+ms=$(elapsed_ms "$t0")
+log "the new partition's second record visible after $ms ms"
+[ "$ms" -lt 2000 ] || die "the new partition's second record took $ms ms: the watch did not start on the new partition"
+real_pairs "$topic" >"$TEST_TMP/expect.txt"
+q "SELECT kafka_partition, kafka_offset FROM mv" | tr '|' ' ' >"$TEST_TMP/got.txt"
+assert_same_rows "$TEST_TMP/expect.txt" "$TEST_TMP/got.txt" "the view equals kcat read_committed, new partition included"
+# 5. new server options while the broker holds the watch's fetch
+auto_refresh_settings 60s 20s
+sleep 2
+t0=$(now_ms)
+q "ALTER SERVER k OPTIONS (ADD \"rdkafka.client.id\" 't521')"
+q "SELECT kafka.set_auto_refresh('mv', true)"   # wakes the worker (its periodic check is 60 s away)
+before="$(view_count)"
+send "plain 0 1"
+wait_for "[ \"\$(view_count)\" = $((before + 1)) ]" 60 || die "no record visible after ALTER SERVER"
+ms=$(elapsed_ms "$t0")
+log "after ALTER SERVER a record was visible after $ms ms"
+[ "$ms" -lt 2000 ] || die "after ALTER SERVER a record took $ms ms: replacing the watch waited for its fetch"
 send quit
 log "ok"
