@@ -216,6 +216,7 @@ extern bool kafka_auto_refresh_wake_at_commit(void);
 /* in worker_watch.c */
 extern int	kafka_auto_refresh_wait_ms;
 extern pgsocket kafka_watch_socket(void);
+extern bool kafka_watch_try(const char *what, void (*fn) (void *arg), void *arg);
 extern void kafka_watch_begin_sync(void);
 extern bool kafka_watch_view(Oid mv_oid, Oid serverid, Oid owner, const char *topic);
 extern void kafka_watch_end_sync(void);

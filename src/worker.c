@@ -605,6 +605,29 @@ try_lock_own_database(void)
 	return LockAcquire(&tag, AccessShareLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
+typedef struct WatchOne
+{
+	Oid			mv_oid;
+	bool		watched;		/* out */
+} WatchOne;
+
+static void
+watch_one(void *arg)
+{
+	WatchOne   *w = arg;
+	KafkaStreamState st;
+	KafkaTableOptions opts;
+	Oid			owner = kafka_relation_owner(w->mv_oid);
+
+	/* an owner who may no longer read the table gets the refresh's error */
+	if (OidIsValid(owner) && kafka_stream_lookup(w->mv_oid, &st) &&
+		pg_class_aclcheck(st.ftable_oid, owner, ACL_SELECT) == ACLCHECK_OK)
+	{
+		kafka_get_table_options(st.ftable_oid, &opts);
+		w->watched = kafka_watch_view(w->mv_oid, opts.serverid, owner, opts.topic);
+	}
+}
+
 /*
  * Watch the topics of views for arriving records (worker_watch.c); returns
  * the views that are watched, in memory context result_cxt.  A view whose
@@ -614,48 +637,21 @@ try_lock_own_database(void)
 static List *
 watch_views(List *views, MemoryContext result_cxt)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner_res = CurrentResourceOwner;
-	List	   *volatile watched = NIL;
+	List	   *watched = NIL;
 	ListCell   *lc;
 
 	kafka_watch_begin_sync();
 	foreach(lc, views)
 	{
-		Oid			mv_oid = lfirst_oid(lc);
+		WatchOne	w = {lfirst_oid(lc), false};
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(caller);
-		PG_TRY();
+		if (kafka_watch_try("cannot read a view's options", watch_one, &w) && w.watched)
 		{
-			KafkaStreamState st;
-			KafkaTableOptions opts;
-			Oid			owner = kafka_relation_owner(mv_oid);
+			MemoryContext old = MemoryContextSwitchTo(result_cxt);
 
-			/* an owner who may no longer read the table gets the refresh's error */
-			if (OidIsValid(owner) && kafka_stream_lookup(mv_oid, &st) &&
-				pg_class_aclcheck(st.ftable_oid, owner, ACL_SELECT) == ACLCHECK_OK)
-			{
-				kafka_get_table_options(st.ftable_oid, &opts);
-				if (kafka_watch_view(mv_oid, opts.serverid, owner, opts.topic))
-				{
-					MemoryContext old = MemoryContextSwitchTo(result_cxt);
-
-					watched = lappend_oid(watched, mv_oid);
-					MemoryContextSwitchTo(old);
-				}
-			}
-			ReleaseCurrentSubTransaction();
+			watched = lappend_oid(watched, w.mv_oid);
+			MemoryContextSwitchTo(old);
 		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(caller);
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner_res;
 	}
 	kafka_watch_end_sync();
 	return watched;

@@ -207,6 +207,43 @@ find_topic(WatchHandle *h, const char *topic)
 }
 
 /*
+ * Run fn(arg) in a subtransaction, from which nothing but its effects on
+ * the watch's own memory survives; false if it threw (the error logged at
+ * DEBUG1 after what).  In a transaction.
+ */
+bool
+kafka_watch_try(const char *what, void (*fn) (void *arg), void *arg)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner_res = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(DEBUG1, (errmsg("kafka_fdw auto refresh %s: %s", what, edata->message)));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner_res;
+	return ok;
+}
+
+/*
  * Start watching topic through h: every partition from its high watermark.
  * Throws on failure (no leader, unknown topic, brokers unreachable), with
  * what was started by then stopped again.
@@ -294,6 +331,48 @@ kafka_watch_begin_sync(void)
 	}
 }
 
+/* What start_watch() works on. */
+typedef struct StartWatch
+{
+	Oid			serverid;
+	Oid			owner;
+	const char *topic;
+	WatchHandle *handle;		/* in: the existing consumer, or NULL */
+	WatchedTopic *started;		/* out */
+} StartWatch;
+
+/* Start watching a topic, making the consumer first if there is none. */
+static void
+start_watch(void *arg)
+{
+	StartWatch *sw = arg;
+	WatchHandle *h = sw->handle;
+	MemoryContext old;
+
+	if (h == NULL)
+	{
+		KafkaConnection *conn = kafka_connection_create(sw->serverid, sw->owner,
+														RD_KAFKA_CONSUMER,
+														configure_watch, NULL);
+
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		h = palloc0(sizeof(WatchHandle));
+		h->serverid = sw->serverid;
+		h->userid = sw->owner;
+		h->conn = conn;
+		h->wanted = true;
+		h->queue = rd_kafka_queue_new(conn->rk);
+		rd_kafka_queue_io_event_enable(h->queue, wake_pipe[1], "w", 1);
+		/* kept even if the topic fails to start: no new consumer each sync */
+		handles = lappend(handles, h);
+		MemoryContextSwitchTo(old);
+	}
+	sw->started = start_topic(h, sw->topic);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	h->topics = lappend(h->topics, sw->started);
+	MemoryContextSwitchTo(old);
+}
+
 /*
  * Watch mv_oid's topic through the consumer of (serverid, owner).  False if
  * the watch could not begin (logged at DEBUG1); the view is then only seen
@@ -302,72 +381,24 @@ kafka_watch_begin_sync(void)
 bool
 kafka_watch_view(Oid mv_oid, Oid serverid, Oid owner, const char *topic)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner_res = CurrentResourceOwner;
-	WatchHandle *volatile h = find_handle(serverid, owner);
+	WatchHandle *h = find_handle(serverid, owner);
 	WatchedTopic *t = h ? find_topic(h, topic) : NULL;
-	bool		ok = true;
+	MemoryContext old;
 
 	if (h)
 		h->wanted = true;
 	if (t == NULL)
 	{
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(caller);
-		PG_TRY();
-		{
-			if (h == NULL)
-			{
-				KafkaConnection *conn = kafka_connection_create(serverid, owner,
-																RD_KAFKA_CONSUMER,
-																configure_watch, NULL);
-				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		StartWatch	sw = {serverid, owner, topic, h, NULL};
+		char	   *what = psprintf("cannot watch topic \"%s\" for view %u", topic, mv_oid);
 
-				h = palloc0(sizeof(WatchHandle));
-				h->serverid = serverid;
-				h->userid = owner;
-				h->conn = conn;
-				h->wanted = true;
-				h->queue = rd_kafka_queue_new(conn->rk);
-				rd_kafka_queue_io_event_enable(h->queue, wake_pipe[1], "w", 1);
-				handles = lappend(handles, h);
-				MemoryContextSwitchTo(old);
-			}
-			t = start_topic(h, topic);
-			{
-				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-				h->topics = lappend(h->topics, t);
-				MemoryContextSwitchTo(old);
-			}
-			ReleaseCurrentSubTransaction();
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(caller);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			ereport(DEBUG1,
-					(errmsg("kafka_fdw auto refresh cannot watch topic \"%s\" for view %u: %s",
-							topic, mv_oid, edata->message)));
-			FreeErrorData(edata);
-			ok = false;
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner_res;
-		if (!ok)
+		if (!kafka_watch_try(what, start_watch, &sw))
 			return false;
+		t = sw.started;
 	}
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		t->views = lappend_oid(t->views, mv_oid);
-		MemoryContextSwitchTo(old);
-	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	t->views = lappend_oid(t->views, mv_oid);
+	MemoryContextSwitchTo(old);
 	t->wanted = true;
 	return true;
 }
@@ -402,6 +433,28 @@ kafka_watch_end_sync(void)
 	}
 }
 
+/* What check_partitions() works on. */
+typedef struct PartitionCheck
+{
+	WatchHandle *handle;
+	WatchedTopic *topic;
+	bool		differs;		/* out */
+} PartitionCheck;
+
+/* Have the topic's partitions changed since its watch began? */
+static void
+check_partitions(void *arg)
+{
+	PartitionCheck *pc = arg;
+	KafkaWatermark *wm;
+	int			n = kafka_fetch_watermarks(pc->handle->serverid, pc->handle->userid,
+										   pc->topic->topic, false, &wm);
+
+	pc->differs = n != pc->topic->nparts;
+	for (int i = 0; i < n && !pc->differs; i++)
+		pc->differs = wm[i].partition != pc->topic->parts[i];
+}
+
 /*
  * Drop the consumers watching a topic whose partitions changed (one was
  * added), so that the sync that follows starts them again.  A new consumer,
@@ -412,8 +465,6 @@ kafka_watch_end_sync(void)
 void
 kafka_watch_drop_changed_topics(void)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner_res = CurrentResourceOwner;
 	ListCell   *lc;
 
 	foreach(lc, handles)
@@ -424,32 +475,10 @@ kafka_watch_drop_changed_topics(void)
 
 		foreach(tc, h->topics)
 		{
-			WatchedTopic *t = lfirst(tc);
-			volatile bool differs = false;
+			PartitionCheck pc = {h, lfirst(tc), false};
 
-			BeginInternalSubTransaction(NULL);
-			MemoryContextSwitchTo(caller);
-			PG_TRY();
-			{
-				KafkaWatermark *wm;
-				int			n = kafka_fetch_watermarks(h->serverid, h->userid, t->topic,
-													   false, &wm);
-
-				differs = n != t->nparts;
-				for (int i = 0; i < n && !differs; i++)
-					differs = wm[i].partition != t->parts[i];
-				ReleaseCurrentSubTransaction();
-			}
-			PG_CATCH();
-			{
-				MemoryContextSwitchTo(caller);
-				FlushErrorState();
-				RollbackAndReleaseCurrentSubTransaction();
-			}
-			PG_END_TRY();
-			MemoryContextSwitchTo(caller);
-			CurrentResourceOwner = owner_res;
-			if (differs)
+			if (kafka_watch_try("cannot read the partitions of a watched topic",
+								check_partitions, &pc) && pc.differs)
 			{
 				changed = true;
 				break;

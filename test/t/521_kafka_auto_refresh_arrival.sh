@@ -37,6 +37,16 @@ send() {
         || { cat "$TEST_TMP/producer.err" >&2; die "the producer did not carry out: $1"; }
 }
 view_count() { q "SELECT count(*) FROM mv"; }
+# one_record CMD WHAT [T0] — send the producer command CMD (one record) and wait until the view has one
+# more row; sets MS to the time since T0 (default: just before the send) and logs it as WHAT
+one_record() {
+    local before t0="${3:-$(now_ms)}"
+    before="$(view_count)"
+    send "$1"
+    wait_for "[ \"\$(view_count)\" = $((before + 1)) ]" 60 || die "$2 not visible after 60 s"
+    MS=$(elapsed_ms "$t0")
+    log "$2 visible after $MS ms"
+}
 
 auto_refresh_settings 60s 20s
 q "CREATE FOREIGN TABLE src (kafka_partition int, kafka_offset bigint, kafka_value text) SERVER k OPTIONS (topic '$topic')"
@@ -48,13 +58,8 @@ sleep 2   # its first check is done and the watch waits at the end of the topic
 
 # 1. plain records, one at a time
 for i in 1 2 3 4 5; do
-    before="$(view_count)"
-    t0=$(now_ms)
-    send "plain $(( i % 2 )) 1"
-    wait_for "[ \"\$(view_count)\" = $((before + 1)) ]" 60 || die "plain record $i not visible after 60 s"
-    ms=$(elapsed_ms "$t0")
-    log "plain record $i visible after $ms ms"
-    [ "$ms" -lt 2000 ] || die "plain record $i took $ms ms: Kafka did not answer the watch's fetch on arrival (wait 20 s)"
+    one_record "plain $(( i % 2 )) 1" "plain record $i"
+    [ "$MS" -lt 2000 ] || die "plain record $i took $MS ms: Kafka did not answer the watch's fetch on arrival (wait 20 s)"
 done
 
 # 2. a transaction: nothing before its commit, all of it within 2 s after
@@ -85,19 +90,10 @@ auto_refresh_settings 1s 20s
 sleep 2
 kafka_tool partitions "$topic" 3
 wait_for "[ \"\$(real_kcat -L -t $topic | grep -c 'partition ')\" = 3 ]" 30 || die "the topic did not get its third partition"
-before="$(view_count)"
-t0=$(now_ms)
-send "plain 2 1"
-wait_for "[ \"\$(view_count)\" = $((before + 1)) ]" 30 || die "the new partition's record not visible after 30 s"
-log "the new partition's first record visible after $(elapsed_ms "$t0") ms"
+one_record "plain 2 1" "the new partition's first record"
 sleep 1
-before="$(view_count)"
-t0=$(now_ms)
-send "plain 2 1"
-wait_for "[ \"\$(view_count)\" = $((before + 1)) ]" 30 || die "the new partition's second record not visible after 30 s"
-ms=$(elapsed_ms "$t0")
-log "the new partition's second record visible after $ms ms"
-[ "$ms" -lt 2000 ] || die "the new partition's second record took $ms ms: the watch did not start on the new partition"
+one_record "plain 2 1" "the new partition's second record"
+[ "$MS" -lt 2000 ] || die "the new partition's second record took $MS ms: the watch did not start on the new partition"
 real_pairs "$topic" >"$TEST_TMP/expect.txt"
 q "SELECT kafka_partition, kafka_offset FROM mv" | tr '|' ' ' >"$TEST_TMP/got.txt"
 assert_same_rows "$TEST_TMP/expect.txt" "$TEST_TMP/got.txt" "the view equals kcat read_committed, new partition included"
@@ -107,11 +103,7 @@ sleep 2
 t0=$(now_ms)
 q "ALTER SERVER k OPTIONS (ADD \"rdkafka.client.id\" 't521')"
 q "SELECT kafka.set_auto_refresh('mv', true)"   # wakes the worker (its periodic check is 60 s away)
-before="$(view_count)"
-send "plain 0 1"
-wait_for "[ \"\$(view_count)\" = $((before + 1)) ]" 60 || die "no record visible after ALTER SERVER"
-ms=$(elapsed_ms "$t0")
-log "after ALTER SERVER a record was visible after $ms ms"
-[ "$ms" -lt 2000 ] || die "after ALTER SERVER a record took $ms ms: replacing the watch waited for its fetch"
+one_record "plain 0 1" "after ALTER SERVER a record" "$t0"
+[ "$MS" -lt 2000 ] || die "after ALTER SERVER a record took $MS ms: replacing the watch waited for its fetch"
 send quit
 log "ok"
