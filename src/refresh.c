@@ -447,6 +447,42 @@ mark_stream_scan(Plan *plan, List *rtable, Oid ftable_oid)
 }
 
 /*
+ * Does an aggregate node evaluate expressions of the record?  Not when its
+ * aggregates' arguments and FILTERs are columns of its input: the delta
+ * query of an aggregating view (stream_aggregate.c) computes them on the
+ * scan node, and its Partial and Finalize Aggregates only fold columns.
+ * Their transition functions can still fail (an overflow), but so can a
+ * serial plan's, whose aggregate also sits above the scan: such an error is
+ * not a record's and ends the refresh either way.
+ */
+static bool
+agg_evaluates(Plan *plan)
+{
+	ListCell   *lc;
+
+	if (plan->qual != NIL)
+		return true;
+	foreach(lc, plan->targetlist)
+	{
+		Expr	   *expr = lfirst_node(TargetEntry, lc)->expr;
+		Aggref	   *agg;
+		ListCell   *arg;
+
+		if (IsA(expr, Var))
+			continue;
+		if (!IsA(expr, Aggref))
+			return true;
+		agg = (Aggref *) expr;
+		if (agg->aggfilter != NULL && !IsA(agg->aggfilter, Var))
+			return true;
+		foreach(arg, agg->args)
+			if (!IsA(lfirst_node(TargetEntry, arg)->expr, Var))
+				return true;
+	}
+	return false;
+}
+
+/*
  * Does a node above the view's scan evaluate expressions of the view (a
  * filter, or a target list that is more than column references)?  Then
  * errors there are not isolated per record; planning serially puts them on
@@ -456,7 +492,7 @@ static bool
 evaluates_above_scan(Plan *plan)
 {
 	for (; plan != NULL && !IsA(plan, ForeignScan); plan = plan->lefttree)
-		if (kafka_plan_node_evaluates(plan))
+		if (IsA(plan, Agg) ? agg_evaluates(plan) : kafka_plan_node_evaluates(plan))
 			return true;
 	return false;
 }
