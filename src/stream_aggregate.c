@@ -14,8 +14,10 @@
  *	1. the view's query is rewritten into a "delta" query over the new
  *	   records: per group its keys and the partial state of every aggregate
  *	   (count, sum, min and max are their own partial state; avg becomes
- *	   sum(x::numeric) and count(x), or float8/interval sums), plus count(*)
- *	   of the records folded in.  The record's expressions (group keys,
+ *	   an exact sum and count(x): sum(x) of an int2/int4 (an int8, made
+ *	   numeric once per group), of an int8 (an int128 state) or of a
+ *	   numeric, float8/interval sums otherwise), plus count(*) of the
+ *	   records folded in.  The record's expressions (group keys,
  *	   aggregate arguments, FILTERs) are computed by an OFFSET 0 subquery,
  *	   so that they are evaluated on the view's own scan node, where
  *	   record_eval.c skips a record on which they fail (on_error 'skip');
@@ -123,8 +125,10 @@ typedef struct AggColumn
 	int			delta_col;		/* first of its columns in the delta rows */
 	/* avg */
 	AvgFinal	final;
-	Oid			sum_type;
-	Oid			sum_fn;			/* sum(sum_type) */
+	Oid			sum_type;		/* of the sum in the side table */
+	Oid			delta_fn;		/* the delta's sum of the argument */
+	Oid			delta_arg;		/* its argument type, and result type: */
+	Oid			delta_type;		/* sum_type, or int8 (then made numeric) */
 	AttrNumber	side_sum;		/* its columns in the side table */
 	AttrNumber	side_count;
 } AggColumn;
@@ -332,22 +336,33 @@ analyze_query(Query *query, const char *viewname)
 				case INT4OID:
 				case INT8OID:
 				case NUMERICOID:
+					/*
+					 * Summed exactly, as avg sums them: int2 and int4 into
+					 * an int8 (sum(int4) of the delta, converted once per
+					 * group), int8 into an int128 (sum(int8)), numeric
+					 * itself; never each record made numeric.
+					 */
 					col->final = AVG_NUMERIC;
 					col->sum_type = NUMERICOID;
-					col->sum_fn = F_SUM_NUMERIC;
+					col->delta_arg = argtype;
+					col->delta_type = argtype == INT8OID ? NUMERICOID :
+						argtype == NUMERICOID ? NUMERICOID : INT8OID;
+					col->delta_fn = argtype == INT2OID ? F_SUM_INT2 :
+						argtype == INT4OID ? F_SUM_INT4 :
+						argtype == INT8OID ? F_SUM_INT8 : F_SUM_NUMERIC;
 					fmgr_info(F_NUMERIC_ADD, &col->merge);
 					break;
 				case FLOAT4OID:
 				case FLOAT8OID:
 					col->final = AVG_FLOAT8;
-					col->sum_type = FLOAT8OID;
-					col->sum_fn = F_SUM_FLOAT8;
+					col->sum_type = col->delta_arg = col->delta_type = FLOAT8OID;
+					col->delta_fn = F_SUM_FLOAT8;
 					fmgr_info(F_FLOAT8PL, &col->merge);
 					break;
 				case INTERVALOID:
 					col->final = AVG_INTERVAL;
-					col->sum_type = INTERVALOID;
-					col->sum_fn = F_SUM_INTERVAL;
+					col->sum_type = col->delta_arg = col->delta_type = INTERVALOID;
+					col->delta_fn = F_SUM_INTERVAL;
 					fmgr_info(F_INTERVAL_PL, &col->merge);
 					break;
 				default:
@@ -503,8 +518,8 @@ build_delta_query(Query *view, AggSpec *spec)
 		{
 			Oid			argtype = exprType((Node *) linitial_node(TargetEntry, col->aggref->args)->expr);
 
-			tlist = lappend(tlist, makeTargetEntry((Expr *) delta_aggref(&b, col->aggref, col->sum_fn,
-																		 col->sum_type, col->sum_type),
+			tlist = lappend(tlist, makeTargetEntry((Expr *) delta_aggref(&b, col->aggref, col->delta_fn,
+																		 col->delta_type, col->delta_arg),
 												   list_length(tlist) + 1, NULL, false));
 			tlist = lappend(tlist, makeTargetEntry((Expr *) delta_aggref(&b, col->aggref, F_COUNT_ANY,
 																		 INT8OID, argtype),
@@ -1025,10 +1040,13 @@ merge_delta(AggDestReceiver *dest)
 				AttrNumber	c = col->side_count - 1;
 				TupleTableSlot *ss = side.new_slot;
 				int64		count = DatumGetInt64(dv[d + 1]);
+				Datum		sum = dv[d];
 
+				if (col->delta_type != col->sum_type && !dn[d])
+					sum = NumericGetDatum(int64_to_numeric(DatumGetInt64(sum)));
 				merge_values(&col->merge, InvalidOid,
 							 found ? side.old_slot->tts_values[s] : (Datum) 0, !found || side.old_slot->tts_isnull[s],
-							 dv[d], dn[d], &ss->tts_values[s], &ss->tts_isnull[s]);
+							 sum, dn[d], &ss->tts_values[s], &ss->tts_isnull[s]);
 				if (found)
 					count = DatumGetInt64(DirectFunctionCall2(int8pl, side.old_slot->tts_values[c],
 															  Int64GetDatum(count)));
