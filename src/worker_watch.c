@@ -170,6 +170,9 @@ configure_watch(rd_kafka_conf_t *conf, void *arg)
 		rd_kafka_conf_set(conf, "queued.max.messages.kbytes", WATCH_QUEUED_MAX_KBYTES,
 						  errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK ||
 		rd_kafka_conf_set(conf, "enable.partition.eof", "false",
+						  errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK ||
+		/* a truncated or recreated topic: go on watching at its end */
+		rd_kafka_conf_set(conf, "auto.offset.reset", "latest",
 						  errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
