@@ -457,7 +457,10 @@ conf_get_number(rd_kafka_t *rk, const char *name, double dflt)
  * to a second.  Any request to a broker wakes its thread, which then sees
  * the drained queue and fetches at once.  The cheapest such request through
  * the public API is a ListOffsets; rd_kafka_offsets_for_times() sends one
- * per leader of the given partitions, in parallel.  The answer is not used.
+ * per leader of the given partitions, in parallel.  The answer is not used,
+ * and the scan does not wait for it: the request is sent by the scan's
+ * waker thread (fetch_waker.c), while the scan converts the records still
+ * queued.
  */
 static void
 wake_fetchers(KafkaScanState *st)
@@ -468,9 +471,19 @@ wake_fetchers(KafkaScanState *st)
 		if (st->parts[i].started && !st->parts[i].done)
 			rd_kafka_topic_partition_list_add(list, st->opts.topic,
 											  st->parts[i].partition)->offset = RD_KAFKA_OFFSET_END;
-	if (list->cnt > 0)
-		(void) rd_kafka_offsets_for_times(st->conn->rk, list, KAFKA_POLL_MS);
-	rd_kafka_topic_partition_list_destroy(list);
+	if (st->waker == NULL && !st->no_waker && list->cnt > 0)
+	{
+		st->waker = kafka_waker_start(st->conn->rk, KAFKA_POLL_MS);
+		st->no_waker = st->waker == NULL;
+	}
+	if (list->cnt > 0 && st->waker)
+		kafka_waker_wake(st->waker, list);	/* takes the list */
+	else
+	{
+		if (list->cnt > 0)
+			(void) rd_kafka_offsets_for_times(st->conn->rk, list, KAFKA_POLL_MS);
+		rd_kafka_topic_partition_list_destroy(list);
+	}
 	st->queue_was_full = false;
 	st->queue_was_high = false;
 	st->fetcher_wakeups++;
@@ -1092,6 +1105,12 @@ scan_cleanup(void *arg)
 	st->batch_pos = st->batch_len = 0;
 
 	stop_fetchers(st);
+	/* before the handle goes back to the pool: the thread uses it */
+	if (st->waker)
+	{
+		kafka_waker_stop(st->waker);
+		st->waker = NULL;
+	}
 	if (st->queue)
 	{
 		rd_kafka_queue_destroy(st->queue);
