@@ -10,6 +10,7 @@ OBJS = \
 	src/planner.o \
 	src/scan_bounds.o \
 	src/scan.o \
+	src/fetch_waker.o \
 	src/parallel.o \
 	src/record.o \
 	src/record_eval.o \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/refresh_bench.sh — ingest throughput of a streaming materialized view against COPY of the same
 # rows into an equivalent table, side by side in one run (SPEC §6: "refresh: rows/s into a streaming
-# view >= 0.9 x COPY of the same rows"), and the refreshing backend's memory (SPEC §6: "backend peak
+# view >= 2.0 x COPY of the same rows"), and the refreshing backend's memory (SPEC §6: "backend peak
 # RSS flat in the number of records, <= 256 MiB for 1M records").
 #
 #   bash bench/refresh_bench.sh
@@ -107,15 +107,16 @@ read -r _ _ _ rows <<<"$(refresh_once mv)"
 psql_q -d "$DB" -c "COPY (SELECT * FROM mv) TO '$WORK_DIR/rows.copy'" >/dev/null
 copy_once >/dev/null
 
-refresh_ms=(); copy_ms=(); peaks=(); hwms=(); refresh_bcpu=""; copy_bcpu=""
+refresh_ms=(); copy_ms=(); peaks=(); hwms=(); refresh_bcpu=""; copy_bcpu=""; refresh_mcpu=""; copy_mcpu=""
 for run in $(seq 1 "$RUNS"); do
     psql_q -d "$DB" -c "CHECKPOINT" >/dev/null
-    b0=$(broker_cpu_ms)
+    b0=$(broker_cpu_ms); m0=$(busy_ms)
     read -r ms peak hwm rows <<<"$(refresh_once mv)"
-    b1=$(broker_cpu_ms)
+    b1=$(broker_cpu_ms); m1=$(busy_ms)
     [ "$rows" = "$RECORDS" ] || die "run $run: the view holds $rows rows, expected $RECORDS"
     refresh_ms+=("$ms"); peaks+=("$peak"); hwms+=("$hwm"); refresh_bcpu+="$(cpu_delta "$b0" "$b1") "
-    c="$(copy_once)"; b2=$(broker_cpu_ms); copy_ms+=("$c"); copy_bcpu+="$(cpu_delta "$b1" "$b2") "
+    c="$(copy_once)"; b2=$(broker_cpu_ms); m2=$(busy_ms); copy_ms+=("$c"); copy_bcpu+="$(cpu_delta "$b1" "$b2") "
+    refresh_mcpu+="$((m1 - m0)) "; copy_mcpu+="$((m2 - m1)) "
     log "run $run: refresh ${ms} ms (peak RssAnon ${peak} kB, VmHWM ${hwm} kB, broker CPU $(cpu_delta "$b0" "$b1") ms), COPY ${c} ms"
 done
 read -r small_ms small_peak small_hwm small_rows <<<"$(refresh_once mv_small)"
@@ -129,14 +130,16 @@ echo
 echo "refresh benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte values, median of $RUNS runs"
 echo "broker: $BENCH_BROKER_DESC"
 bench_host_line
-printf '%-44s %10s %12s %12s\n' "what" "median ms" "rows/s" "broker CPU"
+printf '%-44s %10s %12s %12s %12s   %s\n' "what" "median ms" "rows/s" "broker CPU" "machine CPU" "runs (ms)"
 calc() { awk "BEGIN { print $1 }"; }
 label="REFRESH MATERIALIZED VIEW (streaming, 8 cols)"
 [ -z "${VIEW_COLUMNS:-}" ] || label="REFRESH MATERIALIZED VIEW (VIEW_COLUMNS)"
-printf '%-44s %10s %12.0f %12s\n' "$label" "$r_med" "$(calc "$RECORDS * 1000 / $r_med")" "$(ms_or_dash "$(median "$refresh_bcpu")")"
-printf '%-44s %10s %12.0f %12s\n' "COPY of the same rows (text)" "$c_med" "$(calc "$RECORDS * 1000 / $c_med")" "$(ms_or_dash "$(median "$copy_bcpu")")"
-echo "(broker CPU: median user+system CPU time of the broker process meanwhile, /proc/PID/stat; it shares the $(nproc) CPUs)"
-printf 'refresh rows/s / COPY rows/s = %.2f (target >= 0.9)\n' "$(calc "$c_med / $r_med")"
+printf '%-44s %10s %12.0f %12s %12s   %s\n' "$label" "$r_med" "$(calc "$RECORDS * 1000 / $r_med")" "$(ms_or_dash "$(median "$refresh_bcpu")")" "$(ms_or_dash "$(median "$refresh_mcpu")")" "${refresh_ms[*]}"
+printf '%-44s %10s %12.0f %12s %12s   %s\n' "COPY of the same rows (text)" "$c_med" "$(calc "$RECORDS * 1000 / $c_med")" "$(ms_or_dash "$(median "$copy_bcpu")")" "$(ms_or_dash "$(median "$copy_mcpu")")" "${copy_ms[*]}"
+echo "(broker CPU: median user+system CPU time of the broker process meanwhile, /proc/PID/stat; it shares the $(nproc) CPUs;"
+echo " machine CPU: median busy CPU time of the whole machine meanwhile, /proc/stat, other tenants included)"
+ratio="$(calc "$c_med / $r_med")"
+printf 'refresh rows/s / COPY rows/s = %.2f (target >= 2.0: %s)\n' "$ratio" "$(awk -v r="$ratio" 'BEGIN { print (r >= 2.0 ? "met" : "NOT met") }')"
 echo
 echo "memory of the refreshing backend (RssAnon sampled every 20 ms; VmHWM includes shared buffers):"
 printf '  %9s records: peak RssAnon %7d kB, VmHWM %7d kB\n' "$small_rows" "$small_peak" "$small_hwm"

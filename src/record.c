@@ -139,10 +139,10 @@ bytes_to_datum(KafkaRecordConverter *conv, Oid typid, const char *what,
 	return true;
 }
 
+/* The headers (hdrs, NULL if none) as jsonb. */
 static Datum
-headers_datum(KafkaRecordConverter *conv, const rd_kafka_message_t *msg, bool *ok)
+headers_datum(KafkaRecordConverter *conv, rd_kafka_headers_t *hdrs, bool *ok)
 {
-	rd_kafka_headers_t *hdrs;
 	const char *name;
 	const void *value;
 	size_t		size;
@@ -150,7 +150,7 @@ headers_datum(KafkaRecordConverter *conv, const rd_kafka_message_t *msg, bool *o
 	Jsonb	   *jb;
 
 	*ok = true;
-	if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (hdrs == NULL)
 		return conv->empty_headers;
 
 	while (rd_kafka_header_get_all(hdrs, n, &name, &value, &size) ==
@@ -210,13 +210,15 @@ headers_datum(KafkaRecordConverter *conv, const rd_kafka_message_t *msg, bool *o
 }
 
 /*
- * Fill values/isnull (natts long) from a Kafka message.  Returns false with
+ * Fill values/isnull (natts long) from a Kafka message, whose headers the
+ * caller has looked up (rd_kafka_message_headers; hdrs NULL if none: the
+ * lookup is not free, see record_size() in scan.c).  Returns false with
  * conv->error set when the record cannot be converted; the caller decides
  * whether to skip it or fail.
  */
 bool
 kafka_record_to_datums(KafkaRecordConverter *conv, const rd_kafka_message_t *msg,
-					   Datum *values, bool *isnull)
+					   rd_kafka_headers_t *hdrs, Datum *values, bool *isnull)
 {
 	for (int i = 0; i < conv->natts; i++)
 	{
@@ -277,7 +279,7 @@ kafka_record_to_datums(KafkaRecordConverter *conv, const rd_kafka_message_t *msg
 				{
 					bool		ok;
 
-					values[i] = headers_datum(conv, msg, &ok);
+					values[i] = headers_datum(conv, hdrs, &ok);
 					if (!ok)
 						return false;
 					isnull[i] = false;

@@ -49,6 +49,7 @@ extern void kafka_converter_init(KafkaRecordConverter *conv, TupleDesc desc,
 								 TimestampTz refresh_time);
 extern bool kafka_record_to_datums(KafkaRecordConverter *conv,
 								   const rd_kafka_message_t *msg,
+								   rd_kafka_headers_t *hdrs,
 								   Datum *values, bool *isnull);
 
 #endif							/* KAFKA_RECORD_H */

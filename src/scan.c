@@ -457,7 +457,10 @@ conf_get_number(rd_kafka_t *rk, const char *name, double dflt)
  * to a second.  Any request to a broker wakes its thread, which then sees
  * the drained queue and fetches at once.  The cheapest such request through
  * the public API is a ListOffsets; rd_kafka_offsets_for_times() sends one
- * per leader of the given partitions, in parallel.  The answer is not used.
+ * per leader of the given partitions, in parallel.  The answer is not used,
+ * and the scan does not wait for it: the request is sent by the scan's
+ * waker thread (fetch_waker.c), while the scan converts the records still
+ * queued.
  */
 static void
 wake_fetchers(KafkaScanState *st)
@@ -468,9 +471,19 @@ wake_fetchers(KafkaScanState *st)
 		if (st->parts[i].started && !st->parts[i].done)
 			rd_kafka_topic_partition_list_add(list, st->opts.topic,
 											  st->parts[i].partition)->offset = RD_KAFKA_OFFSET_END;
-	if (list->cnt > 0)
-		(void) rd_kafka_offsets_for_times(st->conn->rk, list, KAFKA_POLL_MS);
-	rd_kafka_topic_partition_list_destroy(list);
+	if (st->waker == NULL && !st->no_waker && list->cnt > 0)
+	{
+		st->waker = kafka_waker_start(st->conn->rk, KAFKA_POLL_MS);
+		st->no_waker = st->waker == NULL;
+	}
+	if (list->cnt > 0 && st->waker)
+		kafka_waker_wake(st->waker, list);	/* takes the list */
+	else
+	{
+		if (list->cnt > 0)
+			(void) rd_kafka_offsets_for_times(st->conn->rk, list, KAFKA_POLL_MS);
+		rd_kafka_topic_partition_list_destroy(list);
+	}
 	st->queue_was_full = false;
 	st->queue_was_high = false;
 	st->fetcher_wakeups++;
@@ -775,27 +788,32 @@ kafka_scan_stream_context(ForeignScanState *node)
 
 /*
  * The size of a record as kafka_fdw.max_record_size counts it: key, value,
- * and the names and values of its headers.  Headers are looked at only when
- * the record has some (librdkafka parses them once, for the headers column
- * too); a record without them costs one call.
+ * and the names and values of its headers; *hdrs is set to the record's
+ * headers, NULL if it has none.
+ *
+ * librdkafka (2.0) parses a record's headers when they are first asked for
+ * and keeps them, but for a record without headers it builds and frees a
+ * parse buffer (two allocations) on every call: this is the only call per
+ * record, and the converter takes its result.
  */
 static inline size_t
-record_size(const rd_kafka_message_t *msg)
+record_size(const rd_kafka_message_t *msg, rd_kafka_headers_t **hdrs)
 {
 	size_t		size = msg->len + msg->key_len;
-	rd_kafka_headers_t *hdrs;
 	const char *name;
 	const void *value;
 	size_t		value_size;
 
-	if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (rd_kafka_message_headers(msg, hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
-		for (size_t i = 0;
-			 rd_kafka_header_get_all(hdrs, i, &name, &value, &value_size) ==
-			 RD_KAFKA_RESP_ERR_NO_ERROR;
-			 i++)
-			size += strlen(name) + value_size;
+		*hdrs = NULL;
+		return size;
 	}
+	for (size_t i = 0;
+		 rd_kafka_header_get_all(*hdrs, i, &name, &value, &value_size) ==
+		 RD_KAFKA_RESP_ERR_NO_ERROR;
+		 i++)
+		size += strlen(name) + value_size;
 	return size;
 }
 
@@ -808,6 +826,8 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 {
 	KafkaPartitionScan *ps = NULL;
 	int			idx;
+	rd_kafka_headers_t *hdrs;
+	size_t		size;
 
 	if (msg->rkt == st->rkt && msg->partition >= 0 &&
 		msg->partition < st->part_index_size &&
@@ -883,17 +903,18 @@ handle_message(KafkaScanState *st, rd_kafka_message_t *msg, TupleTableSlot *slot
 		ps->skip_before_ms = -1;
 	}
 
-	if (record_size(msg) > (size_t) kafka_max_record_size)
+	size = record_size(msg, &hdrs);
+	if (size > (size_t) kafka_max_record_size)
 	{
 		record_conversion_failed(st, ps, msg,
 								 psprintf("The record of %zu bytes exceeds kafka_fdw.max_record_size (%d bytes).",
-										  record_size(msg), kafka_max_record_size),
+										  size, kafka_max_record_size),
 								 KAFKA_SKIP_OVERSIZED);
 		return false;
 	}
 
 	ExecClearTuple(slot);
-	if (!kafka_record_to_datums(&st->conv, msg, slot->tts_values, slot->tts_isnull))
+	if (!kafka_record_to_datums(&st->conv, msg, hdrs, slot->tts_values, slot->tts_isnull))
 	{
 		record_conversion_failed(st, ps, msg, st->conv.error, st->conv.error_kind);
 		return false;
@@ -1084,6 +1105,12 @@ scan_cleanup(void *arg)
 	st->batch_pos = st->batch_len = 0;
 
 	stop_fetchers(st);
+	/* before the handle goes back to the pool: the thread uses it */
+	if (st->waker)
+	{
+		kafka_waker_stop(st->waker);
+		st->waker = NULL;
+	}
 	if (st->queue)
 	{
 		rd_kafka_queue_destroy(st->queue);

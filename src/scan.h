@@ -10,6 +10,7 @@
 #define KAFKA_SCAN_H
 
 #include "kafka_fdw.h"
+#include "fetch_waker.h"
 #include "record.h"
 #include "scan_bounds.h"
 #include "stream.h"
@@ -109,6 +110,8 @@ typedef struct KafkaScanState
 	bool		queue_was_full; /* at the limits since the last wake-up */
 	bool		queue_was_high; /* at half the limits since the last wake-up */
 	int64		fetcher_wakeups;	/* for EXPLAIN ANALYZE */
+	KafkaFetchWaker *waker;		/* sends the wake-ups; NULL until the first */
+	bool		no_waker;		/* it could not be started: wake synchronously */
 
 	/* statistics for EXPLAIN ANALYZE and the skip warning */
 	int64		records;
