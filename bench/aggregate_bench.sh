@@ -41,12 +41,7 @@ GROUPS_LARGE="${GROUPS_LARGE:-100000}"
 TOPIC=aggregate_bench
 DB=aggregate_bench
 
-PG_EXTRA_CONF="${PG_EXTRA_CONF:-}
-shared_buffers = '512MB'
-max_wal_size = '4GB'
-checkpoint_timeout = '30min'"
-export PG_EXTRA_CONF
-bench_start "$DB"
+bench_start_bulk "$DB"
 chmod 777 "$WORK_DIR"
 bench_create_topic "$TOPIC" "$PARTITIONS"
 

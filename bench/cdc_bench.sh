@@ -35,12 +35,7 @@ PAYLOAD=""; [ "$SCHEMAS" = 1 ] && PAYLOAD="->'payload'"
 TOPIC=cdc_bench
 DB=cdc_bench
 
-PG_EXTRA_CONF="${PG_EXTRA_CONF:-}
-shared_buffers = '512MB'
-max_wal_size = '4GB'
-checkpoint_timeout = '30min'"
-export PG_EXTRA_CONF
-bench_start "$DB"
+bench_start_bulk "$DB"
 chmod 777 "$WORK_DIR"
 
 log "generating $EVENTS change events"

@@ -52,6 +52,17 @@ bench_start() {
     pg_install_extension "$1" >/dev/null
 }
 
+# bench_start_bulk DB — bench_start for benches that write millions of rows: a larger buffer cache and
+# no checkpoint in the middle of a timed load (the caller's PG_EXTRA_CONF lines come first).
+bench_start_bulk() {
+    PG_EXTRA_CONF="${PG_EXTRA_CONF:-}
+shared_buffers = '512MB'
+max_wal_size = '4GB'
+checkpoint_timeout = '30min'"
+    export PG_EXTRA_CONF
+    bench_start "$1"
+}
+
 # bench_host_line — the machine's load at the end of a bench, for its report (the host is shared).
 bench_host_line() {
     echo "host: $(nproc) CPUs; load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -42,12 +42,7 @@ TOPIC=refresh_bench
 SMALL_TOPIC=refresh_bench_small
 DB=refresh_bench
 
-PG_EXTRA_CONF="${PG_EXTRA_CONF:-}
-shared_buffers = '512MB'
-max_wal_size = '4GB'
-checkpoint_timeout = '30min'"
-export PG_EXTRA_CONF
-bench_start "$DB"
+bench_start_bulk "$DB"
 chmod 777 "$WORK_DIR"
 
 bench_fill_topic "$TOPIC" "$PARTITIONS" "$RECORDS" "$VALUE_BYTES"
