@@ -13,11 +13,14 @@
 # Then ROUNDS (11) times: fill RECORDS (1M) new records, REFRESH each view (timed, with the backend's
 # peak RssAnon sampled every 20 ms). Round 1 folds 1M records into empty views (history 0: every group
 # inserted); round 11 folds 1M records into views that hold 10M (every group updated): the refresh
-# time must not grow with history. After the last round the same 1M records are copied into a plain
-# table, and INSERT INTO a table (with the same unique index as the view) SELECT the same query over it
-# GROUP BY is timed RUNS (3) times, truncated before each. In round 11 two more views of the same
-# queries, emptied and positioned at the end of the topic just before the fill, fold in the same 1M
-# records from history 0, refreshed beside the others (the host's load varies over a run).
+# time must not grow with history. The baseline runs in every round from the second on, right after
+# the refreshes, over the same round's records: they are copied from the topic into a plain table and
+# INSERT INTO a table (with the same unique index as the view, truncated first) SELECT the same query
+# over it GROUP BY is timed once per view. The ratio baseline / refresh is taken per round (the host's
+# load drifts over a run, so the two figures of one round are compared) and its median over the
+# rounds is the result. In round 11 two more views of the same queries, emptied and positioned at the
+# end of the topic just before the fill, fold in the same 1M records from history 0, refreshed beside
+# the others.
 #
 # The mock keeps ~5 MiB per partition: PARTITIONS (64) is enough for 1M records of VALUE_BYTES (100)
 # (retention removes rounds already folded in, which is what a stream does).
@@ -35,7 +38,6 @@ RECORDS="${RECORDS:-1000000}"
 PARTITIONS="${PARTITIONS:-64}"
 VALUE_BYTES="${VALUE_BYTES:-100}"
 ROUNDS="${ROUNDS:-11}"
-RUNS="${RUNS:-3}"
 GROUPS_SMALL="${GROUPS_SMALL:-1000}"
 GROUPS_LARGE="${GROUPS_LARGE:-100000}"
 TOPIC=aggregate_bench
@@ -81,15 +83,35 @@ SQL
     echo "$(grep '^ms|' <<<"$out" | cut -d'|' -f2) $peak"
 }
 
-declare -A ms peak
+psql_q -d "$DB" >/dev/null <<SQL
+CREATE TABLE target_small AS SELECT * FROM agg_small WITH NO DATA;
+CREATE TABLE target_large AS SELECT * FROM agg_large WITH NO DATA;
+CREATE UNIQUE INDEX ON target_small (g) NULLS NOT DISTINCT;
+CREATE UNIQUE INDEX ON target_large (g) NULLS NOT DISTINCT;
+SQL
+insert_timed() {   # insert_timed TARGET G — INSERT INTO TARGET the query over batch; prints ms
+    psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <<SQL | grep '^ms|' | cut -d'|' -f2
+TRUNCATE $1;
+CHECKPOINT;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+INSERT INTO $1 $(query "$2" batch);
+SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
+SQL
+}
+
+declare -A ms peak base
 views="agg_small agg_large"
 for round in $(seq 1 "$ROUNDS"); do
+    # where this round's records begin: the baseline's table is made of them
+    psql_q -d "$DB" >/dev/null <<SQL
+DROP TABLE IF EXISTS before;
+CREATE TABLE before AS
+  SELECT partition_id AS p, next_offset AS o FROM kafka.stream_offsets WHERE mv_oid = 'agg_large'::regclass;
+SQL
     if [ "$round" = "$ROUNDS" ]; then
         # history 0 in the same conditions as history 10M: views emptied and positioned at the end
         # of the topic (reset_stream 'latest'), refreshed right beside the others
         psql_q -d "$DB" >/dev/null <<SQL
-CREATE TABLE before AS
-  SELECT partition_id AS p, next_offset AS o FROM kafka.stream_offsets WHERE mv_oid = 'agg_large'::regclass;
 CREATE MATERIALIZED VIEW agg_small0 AS $(query "$GROUPS_SMALL" "s.$TOPIC") WITH NO DATA;
 CREATE MATERIALIZED VIEW agg_large0 AS $(query "$GROUPS_LARGE" "s.$TOPIC") WITH NO DATA;
 SELECT kafka.reset_stream('agg_small0', 'latest'), kafka.reset_stream('agg_large0', 'latest');
@@ -104,40 +126,41 @@ SQL
         got="$(psql_q -d "$DB" -c "SELECT last_refresh_rows FROM kafka.streams WHERE mv_name = '$v'::regclass")"
         [ "$got" = "$RECORDS" ] || die "round $round: $v folded in $got records, not $RECORDS (retention?)"
     done
-    log "round $round (history $(( (round - 1) * RECORDS ))): $(for v in $views; do printf '%s %s ms (RssAnon %s kB) ' "$v" "${ms[$v,$round]}" "${peak[$v,$round]}"; done)"
+    line="round $round (history $(( (round - 1) * RECORDS ))): $(for v in $views; do printf '%s %s ms (RssAnon %s kB) ' "$v" "${ms[$v,$round]}" "${peak[$v,$round]}"; done)"
+    if [ "$round" -gt 1 ]; then
+        # the baseline over the very records this round's refreshes folded in
+        psql_q -d "$DB" >/dev/null <<SQL
+DROP TABLE IF EXISTS batch;
+CREATE TABLE batch AS SELECT t.kafka_partition, t.kafka_offset, t.kafka_value
+  FROM s.$TOPIC t JOIN before b ON b.p = t.kafka_partition AND t.kafka_offset >= b.o;
+SQL
+        psql_q -d "$DB" -c "VACUUM ANALYZE batch" >/dev/null
+        [ "$(psql_q -d "$DB" -c "SELECT count(*) FROM batch")" = "$RECORDS" ] \
+            || die "round $round: the baseline table does not hold the round's $RECORDS records"
+        base[small,$round]="$(insert_timed target_small "$GROUPS_SMALL")"
+        base[large,$round]="$(insert_timed target_large "$GROUPS_LARGE")"
+        line+="baseline ${base[small,$round]} ms / ${base[large,$round]} ms"
+    fi
+    log "$line"
 done
 for v in agg_small agg_large; do
     groups="$(psql_q -d "$DB" -c "SELECT count(*) || ' groups, ' || sum(n) || ' records' FROM $v")"
     log "$v: $groups"
 done
-
-# The baseline: the last round's 1M records in a table; INSERT ... SELECT ... GROUP BY of them.
-psql_q -d "$DB" >/dev/null <<SQL
-CREATE TABLE batch AS SELECT t.kafka_partition, t.kafka_offset, t.kafka_value
-  FROM s.$TOPIC t JOIN before b ON b.p = t.kafka_partition AND t.kafka_offset >= b.o;
-VACUUM ANALYZE batch;
-CREATE TABLE target_small AS SELECT * FROM agg_small WITH NO DATA;
-CREATE TABLE target_large AS SELECT * FROM agg_large WITH NO DATA;
-CREATE UNIQUE INDEX ON target_small (g) NULLS NOT DISTINCT;
-CREATE UNIQUE INDEX ON target_large (g) NULLS NOT DISTINCT;
-SQL
-[ "$(psql_q -d "$DB" -c "SELECT count(*) FROM batch")" = "$RECORDS" ] || die "the baseline table does not hold the last $RECORDS records"
-insert_timed() {   # insert_timed TARGET G
-    psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <<SQL | grep '^ms|' | cut -d'|' -f2
-TRUNCATE $1;
-CHECKPOINT;
-SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
-INSERT INTO $1 $(query "$2" batch);
-SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
-SQL
-}
-base_small=""; base_large=""
-for run in $(seq 1 "$RUNS"); do
-    base_small+="$(insert_timed target_small "$GROUPS_SMALL") "
-    base_large+="$(insert_timed target_large "$GROUPS_LARGE") "
+# the baseline computed the same groups from the last round's records, all of them
+for size in small large; do
+    got="$(psql_q -d "$DB" -c "SELECT (SELECT count(*) FROM target_$size) = (SELECT count(*) FROM agg_$size)
+                                   AND (SELECT sum(n) FROM target_$size) = $RECORDS")"
+    [ "$got" = t ] || die "the baseline's target_$size does not hold agg_$size's groups and $RECORDS records"
 done
-bs="$(median "$base_small")"; bl="$(median "$base_large")"
 
+calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
+ratios() {   # ratios SIZE VIEW — baseline / refresh of every round from the second on
+    for r in $(seq 2 "$ROUNDS"); do calc "${base[$1,$r]} / ${ms[$2,$r]}"; echo; done
+}
+median2() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+spread() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
+rs="$(ratios small agg_small)"; rl="$(ratios large agg_large)"
 echo
 echo "aggregating refresh benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $RECORDS new records per refresh, $PARTITIONS partitions, ~$VALUE_BYTES-byte values"
 echo "broker: $BENCH_BROKER_DESC"
@@ -146,12 +169,15 @@ printf '%-58s %12s %12s\n' "what" "1,000 groups" "100,000 groups"
 printf '%-58s %9s ms %9s ms\n' "REFRESH, history 0 (round 1, every group inserted)" "${ms[agg_small,1]}" "${ms[agg_large,1]}"
 printf '%-58s %9s ms %9s ms\n' "REFRESH, history 0 (round $ROUNDS, beside the next line)" "${ms[agg_small0,$ROUNDS]}" "${ms[agg_large0,$ROUNDS]}"
 printf '%-58s %9s ms %9s ms\n' "REFRESH, history $(( (ROUNDS - 1) * RECORDS )) (round $ROUNDS: every group updated)" "${ms[agg_small,$ROUNDS]}" "${ms[agg_large,$ROUNDS]}"
-printf '%-58s %9s ms %9s ms\n' "INSERT ... SELECT ... GROUP BY from a table (median of $RUNS)" "$bs" "$bl"
-calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
-printf '%-58s %12s %12s\n' "baseline / refresh with history (target >= 1.0)" "$(calc "$bs / ${ms[agg_small,$ROUNDS]}")" "$(calc "$bl / ${ms[agg_large,$ROUNDS]}")"
+printf '%-58s %9s ms %9s ms\n' "REFRESH, median of rounds 2-$ROUNDS (every group updated)" "$(median "$(for r in $(seq 2 "$ROUNDS"); do echo "${ms[agg_small,$r]}"; done)")" "$(median "$(for r in $(seq 2 "$ROUNDS"); do echo "${ms[agg_large,$r]}"; done)")"
+printf '%-58s %9s ms %9s ms\n' "INSERT ... SELECT ... GROUP BY, median of rounds 2-$ROUNDS" "$(median "$(for r in $(seq 2 "$ROUNDS"); do echo "${base[small,$r]}"; done)")" "$(median "$(for r in $(seq 2 "$ROUNDS"); do echo "${base[large,$r]}"; done)")"
+printf '%-58s %12s %12s\n' "baseline / refresh, median of the rounds (target >= 1.0)" "$(median2 <<<"$rs")" "$(median2 <<<"$rl")"
+printf '%-58s %12s %12s\n' "  lowest-highest round" "$(spread <<<"$rs")" "$(spread <<<"$rl")"
 printf '%-58s %12s %12s\n' "refresh with history / without (round $ROUNDS)" "$(calc "${ms[agg_small,$ROUNDS]} / ${ms[agg_small0,$ROUNDS]}")" "$(calc "${ms[agg_large,$ROUNDS]} / ${ms[agg_large0,$ROUNDS]}")"
 echo "peak RssAnon in round $ROUNDS, history 0 (kB): agg_small0 ${peak[agg_small0,$ROUNDS]}, agg_large0 ${peak[agg_large0,$ROUNDS]}"
 echo "every round (ms): agg_small $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${ms[agg_small,$r]}"; done)"
 echo "                  agg_large $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${ms[agg_large,$r]}"; done)"
+echo "baseline (ms):    small     - $(for r in $(seq 2 "$ROUNDS"); do printf '%s ' "${base[small,$r]}"; done)"
+echo "                  large     - $(for r in $(seq 2 "$ROUNDS"); do printf '%s ' "${base[large,$r]}"; done)"
 echo "peak RssAnon of the refreshing backend (kB): agg_small $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${peak[agg_small,$r]}"; done)"
 echo "                                             agg_large $(for r in $(seq 1 "$ROUNDS"); do printf '%s ' "${peak[agg_large,$r]}"; done)"
