@@ -158,7 +158,6 @@ calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
 ratios() {   # ratios SIZE VIEW — baseline / refresh of every round from the second on
     for r in $(seq 2 "$ROUNDS"); do calc "${base[$1,$r]} / ${ms[$2,$r]}"; echo; done
 }
-median2() { sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 spread() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
 rs="$(ratios small agg_small)"; rl="$(ratios large agg_large)"
 echo
@@ -171,7 +170,7 @@ printf '%-58s %9s ms %9s ms\n' "REFRESH, history 0 (round $ROUNDS, beside the ne
 printf '%-58s %9s ms %9s ms\n' "REFRESH, history $(( (ROUNDS - 1) * RECORDS )) (round $ROUNDS: every group updated)" "${ms[agg_small,$ROUNDS]}" "${ms[agg_large,$ROUNDS]}"
 printf '%-58s %9s ms %9s ms\n' "REFRESH, median of rounds 2-$ROUNDS (every group updated)" "$(median "$(for r in $(seq 2 "$ROUNDS"); do echo "${ms[agg_small,$r]}"; done)")" "$(median "$(for r in $(seq 2 "$ROUNDS"); do echo "${ms[agg_large,$r]}"; done)")"
 printf '%-58s %9s ms %9s ms\n' "INSERT ... SELECT ... GROUP BY, median of rounds 2-$ROUNDS" "$(median "$(for r in $(seq 2 "$ROUNDS"); do echo "${base[small,$r]}"; done)")" "$(median "$(for r in $(seq 2 "$ROUNDS"); do echo "${base[large,$r]}"; done)")"
-printf '%-58s %12s %12s\n' "baseline / refresh, median of the rounds (target >= 1.0)" "$(median2 <<<"$rs")" "$(median2 <<<"$rl")"
+printf '%-58s %12s %12s\n' "baseline / refresh, median of the rounds (target >= 1.0)" "$(median "$rs" 2)" "$(median "$rl" 2)"
 printf '%-58s %12s %12s\n' "  lowest-highest round" "$(spread <<<"$rs")" "$(spread <<<"$rl")"
 printf '%-58s %12s %12s\n' "refresh with history / without (round $ROUNDS)" "$(calc "${ms[agg_small,$ROUNDS]} / ${ms[agg_small0,$ROUNDS]}")" "$(calc "${ms[agg_large,$ROUNDS]} / ${ms[agg_large0,$ROUNDS]}")"
 echo "peak RssAnon in round $ROUNDS, history 0 (kB): agg_small0 ${peak[agg_small0,$ROUNDS]}, agg_large0 ${peak[agg_large0,$ROUNDS]}"

@@ -141,10 +141,11 @@ time_cmd() {
 # ms_or_dash N — "N ms" rounded, or "-" (unknown).
 ms_or_dash() { if [ "$1" = - ]; then echo -; else awk -v n="$1" 'BEGIN { printf "%.0f ms\n", n }'; fi; }
 
-# median LIST — median of whitespace-separated numbers ("-" if LIST holds a "-": unknown).
+# median LIST [DECIMALS] — median of whitespace-separated numbers, with DECIMALS (1) decimals ("-" if
+# LIST holds a "-": unknown).
 median() {
     case " $1 " in *" - "*) echo -; return ;; esac
     tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.1f\n", v[(NR + 1) / 2];
-                                  else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+        awk -v f="%.${2:-1}f\n" '{ v[NR] = $1 } END { if (NR % 2) printf f, v[(NR + 1) / 2];
+                                                    else printf f, (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
