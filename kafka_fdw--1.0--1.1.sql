@@ -490,3 +490,20 @@ CREATE EVENT TRIGGER kafka_fdw_drop_aggregate_state ON sql_drop
   EXECUTE FUNCTION kafka._drop_aggregate_state();
 
 -- End of section 6.
+
+-- Section 7: kafka.json_parse(v) ->> k without the jsonb (issue 14).
+--
+-- A streaming refresh evaluates its view's kafka.json_parse(v) ->> 'k' as
+-- kafka._json_field_text(v, 'k'): the same result, and the same errors, in
+-- one parse that builds nothing (src/functions.c).  Callable by anyone, as
+-- json_parse is; not meant to be called by hand.
+
+CREATE FUNCTION kafka._json_field_text(pg_catalog.bytea, key pg_catalog.text)
+RETURNS pg_catalog.text
+AS 'MODULE_PATHNAME', 'kafka_json_field_text'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION kafka._json_field_text(pg_catalog.bytea, pg_catalog.text) IS
+'kafka.json_parse($1) ->> $2, without building the jsonb (used by streaming refreshes)';
+
+-- End of section 7.

@@ -303,6 +303,50 @@ SELECT count(*) AS values,
 FROM v;
 SELECT kafka._build_headers_for_test(ARRAY['a', 'b'], ARRAY['\x61'::bytea]);
 SELECT kafka._build_headers_for_test(ARRAY[NULL, 'b'], ARRAY['\x61'::bytea, '\x62'::bytea]);
+--
+-- _json_field_text(v, k), which a streaming refresh evaluates for
+-- json_parse(v) ->> k: the same value, NULL or error (SQLSTATE and message)
+--
+CREATE FUNCTION pg_temp.field_both(b bytea, k text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    slow text; fast text; slow_err text; fast_err text;
+BEGIN
+    BEGIN
+        slow := kafka.json_parse(b) ->> k;
+    EXCEPTION WHEN OTHERS THEN
+        slow_err := SQLSTATE || ' ' || SQLERRM;
+    END;
+    BEGIN
+        fast := kafka._json_field_text(b, k);
+    EXCEPTION WHEN OTHERS THEN
+        fast_err := SQLSTATE || ' ' || SQLERRM;
+    END;
+    IF slow IS DISTINCT FROM fast OR slow_err IS DISTINCT FROM fast_err THEN
+        RETURN format('DIFFER: json_parse ->> %s / %s, _json_field_text %s / %s',
+                      slow, slow_err, fast, fast_err);
+    END IF;
+    RETURN coalesce(fast_err, fast, '<null>');
+END $$;
+CREATE TEMP TABLE field_docs (n serial, doc bytea);
+INSERT INTO field_docs (doc) SELECT convert_to(d, 'UTF8') FROM (VALUES
+    ('{"k": "plain", "a": 1}'), ('{"k": "esc\"aped \\ \u00e9 \n tab\t"}'), ('{"k": 12345}'),
+    ('{"k": -0}'), ('{"k": 0}'), ('{"k": -17}'), ('{"k": 1.50}'), ('{"k": 1e2}'), ('{"k": -12.0E-3}'),
+    ('{"k": 123456789012345678901234567890}'), ('{"k": true}'), ('{"k": false}'), ('{"k": null}'),
+    ('{"k": {"bb": 1, "a": [1, 2]}}'), ('{"k": [3, {"x": null}]}'), ('{"k": 1, "k": "second"}'),
+    ('{"k": {"z": 1}, "k": 2}'), ('{"k": 2, "k": {"z": 1}}'), ('{"a": {"k": "nested"}}'),
+    ('{"a": [{"k": 1}], "k": "top"}'), ('["k", "v"]'), ('"k"'), ('42'), ('null'), ('{}'),
+    ('{"K": 1}'), ('{"\u006b": "escaped key"}'), ('{"": "empty key", "k": ""}'),
+    ('{"k\u0000": 1}'), ('{"k": "\u0000"}'), ('{"other": "\u0000", "k": 1}'), ('{"k": "\ud800"}'),
+    ('{"k": 1'), ('{"k": 1} x'), ('not json'), (''), ('{"k": 007}'), ('{"k": 1e999999}'),
+    ('{"a": 1e999999, "k": 1}')) AS docs(d);
+INSERT INTO field_docs (doc) VALUES ('\x7b226b223a2200227d'), ('\x7b226b223a22ff227d');
+SELECT n, encode(doc, 'escape') AS doc, keys.k, pg_temp.field_both(doc, keys.k)
+FROM field_docs, (VALUES ('k'), ('a'), ('')) AS keys(k)
+WHERE keys.k = 'k' OR n IN (1, 19, 20, 28)
+ORDER BY n, keys.k;
+SELECT count(*) AS differ FROM field_docs, (VALUES ('k'), ('a'), (''), ('K'), ('x')) AS keys(k)
+WHERE pg_temp.field_both(doc, keys.k) LIKE 'DIFFER%';
 RESET ROLE;
 DROP OWNED BY fn_analyst;
 DROP ROLE fn_analyst;

@@ -6,6 +6,7 @@
  *
  *	  kafka.json_parse(bytea) -> jsonb
  *	  kafka.can_json_parse(bytea) -> boolean
+ *	  kafka._json_field_text(bytea, key text) -> text   (internal)
  *	  kafka.from_varbyte(bytea, format text) -> text
  *	  kafka.header(jsonb, name text) -> text
  *	  kafka.header_bytes(jsonb, name text) -> bytea
@@ -27,6 +28,16 @@
  * jsonb's own size limits (256 MB per container, 1 GB allocations) can make
  * json_parse fail where can_json_parse says true.
  *
+ * _json_field_text(v, k) is json_parse(v)->>k without the jsonb: the same
+ * checking parse as can_json_parse keeps only the last top-level value of
+ * key k (jsonb keeps the last of duplicate keys) and returns its text as
+ * ->> would (numbers through numeric, as jsonb stores them).  Whenever that
+ * is not the plain answer (the parse fails, the value is an object or an
+ * array) it computes json_parse(v)->>k itself, which raises json_parse's
+ * errors.  A streaming refresh evaluates the view's json_parse(v)->>'k'
+ * through it (kafka_json_field_fast_path, called by refresh.c): building
+ * the whole jsonb of every record was most of a JSON view's refresh.
+ *
  * The kafka_headers format
  * ------------------------
  * A record's headers become a jsonb array of objects, in record order, with
@@ -46,14 +57,20 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
 #include "common/jsonapi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "parser/parse_func.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
@@ -62,6 +79,7 @@
 
 PG_FUNCTION_INFO_V1(kafka_json_parse);
 PG_FUNCTION_INFO_V1(kafka_can_json_parse);
+PG_FUNCTION_INFO_V1(kafka_json_field_text);
 PG_FUNCTION_INFO_V1(kafka_from_varbyte);
 PG_FUNCTION_INFO_V1(kafka_header);
 PG_FUNCTION_INFO_V1(kafka_header_bytes);
@@ -96,6 +114,15 @@ typedef struct KafkaJsonState
 	int			input_length;	/* length of the whole input */
 	JsonbParseState *parse_state;	/* build mode: jsonb under construction */
 	JsonbValue *result;			/* build mode: last value pushJsonbValue gave */
+	/* _json_field_text: the top-level value of one key */
+	const char *key;
+	int			key_len;
+	int			depth;			/* of the next value: 0 the document, 1 in it */
+	bool		at_key;			/* the next value at depth 1 is key's */
+	bool		found;			/* key's value seen (the last one counts) */
+	JsonTokenType found_type;	/* its scalar type, or JSON_TOKEN_INVALID
+								 * for an object or array */
+	char	   *found_token;	/* its de-escaped token, if a scalar */
 } KafkaJsonState;
 
 
@@ -606,6 +633,224 @@ kafka_can_json_parse(PG_FUNCTION_ARGS)
 
 	PG_RETURN_BOOL(json_is_parseable(VARDATA_ANY(raw), VARSIZE_ANY_EXHDR(raw),
 									 NULL, 0));
+}
+
+/*
+ * Callbacks of _json_field_text's parse: the checks of can_json_parse, and
+ * the top-level value of state->key kept.
+ */
+static void
+kfield_container_start(void *arg)
+{
+	KafkaJsonState *state = (KafkaJsonState *) arg;
+
+	if (state->depth == 1 && state->at_key)
+	{
+		state->found = true;
+		state->found_type = JSON_TOKEN_INVALID;
+		state->at_key = false;
+	}
+	state->depth++;
+}
+
+static void
+kfield_container_end(void *arg)
+{
+	KafkaJsonState *state = (KafkaJsonState *) arg;
+
+	state->depth--;
+}
+
+static void
+kfield_object_field_start(void *arg, char *fname, bool isnull)
+{
+	KafkaJsonState *state = (KafkaJsonState *) arg;
+
+	(void) json_string_len(state, fname);
+	state->at_key = state->depth == 1 && strlen(fname) == (size_t) state->key_len &&
+		memcmp(fname, state->key, state->key_len) == 0;
+	pfree(fname);
+}
+
+static void
+kfield_scalar(void *arg, char *token, JsonTokenType tokentype)
+{
+	KafkaJsonState *state = (KafkaJsonState *) arg;
+
+	if (state->depth == 1 && state->at_key)
+	{
+		/* the checks of kjson_scalar, keeping the token */
+		if (tokentype == JSON_TOKEN_STRING)
+			(void) json_string_len(state, token);
+		else if (tokentype == JSON_TOKEN_NUMBER && !json_number_fits_numeric(token))
+			state->ok = false;
+		if (state->found_token)
+			pfree(state->found_token);
+		state->found = true;
+		state->found_type = tokentype;
+		state->found_token = token;
+		state->at_key = false;
+		return;
+	}
+	kjson_scalar(arg, token, tokentype);
+}
+
+/* A JSON number's text as jsonb's ->> gives it: numeric_out of numeric_in. */
+static text *
+json_number_text(const char *token)
+{
+	const char *p = token + (token[0] == '-');
+
+	/* an integer without sign or leading zero comes back unchanged */
+	if (token[0] != '-' && p[0] >= '1' && p[0] <= '9' && p[strspn(p, "0123456789")] == '\0')
+		return cstring_to_text(token);
+	return cstring_to_text(DatumGetCString(DirectFunctionCall1(numeric_out,
+						   DirectFunctionCall3(numeric_in, CStringGetDatum(token),
+											   ObjectIdGetDatum(InvalidOid),
+											   Int32GetDatum(-1)))));
+}
+
+/*
+ * kafka._json_field_text(bytea, key text) -> text
+ *
+ * kafka.json_parse(v) ->> key, in one checking parse (see the top).
+ */
+Datum
+kafka_json_field_text(PG_FUNCTION_ARGS)
+{
+	bytea	   *raw = PG_GETARG_BYTEA_PP(0);
+	text	   *key = PG_GETARG_TEXT_PP(1);
+	const char *data = VARDATA_ANY(raw);
+	int			len = VARSIZE_ANY_EXHDR(raw);
+	KafkaJsonState state;
+	JsonSemAction sem;
+	JsonLexContext *lex;
+	bool		plain;
+
+	memset(&state, 0, sizeof(state));
+	state.ok = true;
+	state.input_length = len;
+	state.key = VARDATA_ANY(key);
+	state.key_len = VARSIZE_ANY_EXHDR(key);
+
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &state;
+	sem.object_start = kfield_container_start;
+	sem.object_end = kfield_container_end;
+	sem.array_start = kfield_container_start;
+	sem.array_end = kfield_container_end;
+	sem.object_field_start = kfield_object_field_start;
+	sem.scalar = kfield_scalar;
+
+	plain = pg_verifymbstr(data, len, true) && !json_too_deep(data, len);
+	if (plain)
+	{
+		lex = kafka_make_json_lex(unconstify(char *, data), len, true);
+		plain = pg_parse_json(lex, &sem) == JSON_SUCCESS && state.ok &&
+			(!state.found || state.found_type != JSON_TOKEN_INVALID);
+	}
+	if (!plain)
+	{
+		/* an error to raise, or a container to print: as json_parse ->> does */
+		Datum		doc = DirectFunctionCall1(kafka_json_parse, PointerGetDatum(raw));
+		LOCAL_FCINFO(inner, 2);
+		Datum		result;
+
+		InitFunctionCallInfoData(*inner, NULL, 2, PG_GET_COLLATION(), NULL, NULL);
+		inner->args[0].value = doc;
+		inner->args[0].isnull = false;
+		inner->args[1].value = PointerGetDatum(key);
+		inner->args[1].isnull = false;
+		result = jsonb_object_field_text(inner);
+		if (inner->isnull)
+			PG_RETURN_NULL();
+		PG_RETURN_DATUM(result);
+	}
+	if (!state.found)
+		PG_RETURN_NULL();
+	switch (state.found_type)
+	{
+		case JSON_TOKEN_STRING:
+			PG_RETURN_TEXT_P(cstring_to_text(state.found_token));
+		case JSON_TOKEN_NUMBER:
+			PG_RETURN_TEXT_P(json_number_text(state.found_token));
+		case JSON_TOKEN_TRUE:
+			PG_RETURN_TEXT_P(cstring_to_text("true"));
+		case JSON_TOKEN_FALSE:
+			PG_RETURN_TEXT_P(cstring_to_text("false"));
+		default:
+			PG_RETURN_NULL();	/* JSON null */
+	}
+}
+
+/* What json_field_mutator() replaces. */
+typedef struct JsonFieldRewrite
+{
+	Oid			json_parse;		/* kafka.json_parse(bytea) */
+	Oid			field_text;		/* kafka._json_field_text(bytea, text) */
+} JsonFieldRewrite;
+
+static Node *
+json_field_mutator(Node *node, JsonFieldRewrite *rw)
+{
+	List	   *args = NIL;
+	Oid			collid = InvalidOid;
+	Oid			inputcollid = InvalidOid;
+
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, OpExpr))
+	{
+		OpExpr	   *op = (OpExpr *) node;
+
+		if ((OidIsValid(op->opfuncid) ? op->opfuncid : get_opcode(op->opno)) ==
+			F_JSONB_OBJECT_FIELD_TEXT)
+		{
+			args = op->args;
+			collid = op->opcollid;
+			inputcollid = op->inputcollid;
+		}
+	}
+	else if (IsA(node, FuncExpr) && ((FuncExpr *) node)->funcid == F_JSONB_OBJECT_FIELD_TEXT)
+	{
+		args = ((FuncExpr *) node)->args;
+		collid = ((FuncExpr *) node)->funccollid;
+		inputcollid = ((FuncExpr *) node)->inputcollid;
+	}
+	if (list_length(args) == 2 && IsA(linitial(args), FuncExpr) &&
+		((FuncExpr *) linitial(args))->funcid == rw->json_parse &&
+		list_length(((FuncExpr *) linitial(args))->args) == 1)
+	{
+		Node	   *value = linitial(((FuncExpr *) linitial(args))->args);
+		Node	   *key = lsecond(args);
+
+		return (Node *) makeFuncExpr(rw->field_text, TEXTOID,
+									 list_make2(json_field_mutator(value, rw),
+												json_field_mutator(key, rw)),
+									 collid, inputcollid, COERCE_EXPLICIT_CALL);
+	}
+	return expression_tree_mutator(node, json_field_mutator, (void *) rw);
+}
+
+/*
+ * An expression (or list) with every kafka.json_parse(v) ->> k in it
+ * evaluated by kafka._json_field_text(v, k) instead; unchanged where the
+ * installed extension has no such function (its SQL objects not updated).
+ */
+Node *
+kafka_json_field_fast_path(Node *expr)
+{
+	JsonFieldRewrite rw;
+	Oid			bytea_arg[1] = {BYTEAOID};
+	Oid			field_args[2] = {BYTEAOID, TEXTOID};
+
+	rw.json_parse = LookupFuncName(list_make2(makeString("kafka"), makeString("json_parse")),
+								   1, bytea_arg, true);
+	rw.field_text = LookupFuncName(list_make2(makeString("kafka"), makeString("_json_field_text")),
+								   2, field_args, true);
+	if (!OidIsValid(rw.json_parse) || !OidIsValid(rw.field_text) || expr == NULL)
+		return expr;
+	return json_field_mutator(expr, &rw);
 }
 
 /*

@@ -17,6 +17,14 @@
 /* in functions.c */
 
 /*
+ * kafka_json_field_fast_path
+ *		The expression (or list) with kafka.json_parse(v) ->> k evaluated by
+ *		kafka._json_field_text(v, k), which gives the same result without
+ *		building the jsonb.  For a streaming refresh's scan (refresh.c).
+ */
+extern Node *kafka_json_field_fast_path(Node *expr);
+
+/*
  * kafka_build_headers_jsonb
  *		Build the value of the kafka_headers column from a record's headers.
  *

@@ -68,6 +68,7 @@
 #include "utils/timestamp.h"
 
 #include "cdc.h"
+#include "functions.h"
 #include "stream.h"
 
 KafkaStreamContext *kafka_active_stream = NULL;
@@ -437,7 +438,14 @@ mark_stream_scan(Plan *plan, List *rtable, Oid ftable_oid)
 			if (fs->scan.scanrelid > 0 &&
 				rt_fetch(fs->scan.scanrelid, rtable)->relid == ftable_oid &&
 				list_length(fs->fdw_private) > KafkaPrivateStreamScan)
+			{
 				castNode(Integer, list_nth(fs->fdw_private, KafkaPrivateStreamScan))->ival = 1;
+				/* the view's JSON fields without a jsonb per record */
+				fs->scan.plan.targetlist = (List *)
+					kafka_json_field_fast_path((Node *) fs->scan.plan.targetlist);
+				fs->scan.plan.qual = (List *)
+					kafka_json_field_fast_path((Node *) fs->scan.plan.qual);
+			}
 		}
 		mark_stream_scan(plan->righttree, rtable, ftable_oid);
 		/* an aggregating view's records come from a subquery (stream_aggregate.c) */
