@@ -34,7 +34,8 @@
  * ->> would (numbers through numeric, as jsonb stores them).  Whenever that
  * is not the plain answer (the parse fails, the value is an object or an
  * array) it computes json_parse(v)->>k itself, which raises json_parse's
- * errors.  A streaming refresh evaluates the view's json_parse(v)->>'k'
+ * errors; so it does for inputs of 32 MB or more and in databases whose
+ * encoding is not UTF-8, where building can fail beyond the checks.  A streaming refresh evaluates the view's json_parse(v)->>'k'
  * through it (kafka_json_field_fast_path, called by refresh.c): building
  * the whole jsonb of every record was most of a JSON view's refresh.
  *
@@ -58,21 +59,24 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
 #include "common/jsonapi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
-#include "parser/parse_func.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
-#include "utils/lsyscache.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "compat.h"
 #include "functions.h"
@@ -96,6 +100,13 @@ PG_FUNCTION_INFO_V1(kafka_build_headers_for_test);
  * and in agreement with json_parse.  Jackson's default limit is the same.
  */
 #define KAFKA_JSON_MAX_DEPTH	1000
+
+/*
+ * Inputs this long or longer are left to json_parse by _json_field_text:
+ * below it no jsonb size limit can be reached (an array element takes 2
+ * bytes of input at least, an object pair 5).
+ */
+#define KAFKA_JSON_FAST_MAX_BYTES	(32 * 1024 * 1024)
 
 /* numeric's limits (numeric.c): 14-bit display scale, int16 weight */
 #define NUMERIC_DSCALE_LIMIT	0x3FFF
@@ -699,10 +710,8 @@ kfield_scalar(void *arg, char *token, JsonTokenType tokentype)
 static text *
 json_number_text(const char *token)
 {
-	const char *p = token + (token[0] == '-');
-
 	/* an integer without sign or leading zero comes back unchanged */
-	if (token[0] != '-' && p[0] >= '1' && p[0] <= '9' && p[strspn(p, "0123456789")] == '\0')
+	if (token[0] >= '1' && token[0] <= '9' && token[strspn(token, "0123456789")] == '\0')
 		return cstring_to_text(token);
 	return cstring_to_text(DatumGetCString(DirectFunctionCall1(numeric_out,
 						   DirectFunctionCall3(numeric_in, CStringGetDatum(token),
@@ -742,7 +751,15 @@ kafka_json_field_text(PG_FUNCTION_ARGS)
 	sem.object_field_start = kfield_object_field_start;
 	sem.scalar = kfield_scalar;
 
-	plain = pg_verifymbstr(data, len, true) && !json_too_deep(data, len);
+	/*
+	 * Only where nothing but the checks of the parse can make json_parse
+	 * fail: building a jsonb of 32 MB or more can hit jsonb's size limits
+	 * (2^23 object pairs, 2^24 array elements, 256 MB per container), and
+	 * outside UTF-8 the lexer's conversion of \uXXXX escapes raises errors
+	 * of its own, at another point of the parse than json_parse would.
+	 */
+	plain = len < KAFKA_JSON_FAST_MAX_BYTES && GetDatabaseEncoding() == PG_UTF8 &&
+		pg_verifymbstr(data, len, true) && !json_too_deep(data, len);
 	if (plain)
 	{
 		lex = kafka_make_json_lex(unconstify(char *, data), len, true);
@@ -833,9 +850,41 @@ json_field_mutator(Node *node, JsonFieldRewrite *rw)
 }
 
 /*
+ * The OID of function kafka.<name>(argtypes), or InvalidOid.  Through the
+ * catalog, not LookupFuncName(): that checks USAGE on schema kafka for the
+ * current user, and a refresh whose view calls nothing from it must not
+ * start to need it.
+ */
+static Oid
+kafka_function_oid(const char *name, int nargs, const Oid *argtypes)
+{
+	Oid			nsp = get_namespace_oid("kafka", true);
+	HeapTuple	tup;
+	Oid			result;
+
+	if (!OidIsValid(nsp))
+		return InvalidOid;
+	tup = SearchSysCache3(PROCNAMEARGSNSP, CStringGetDatum(name),
+						  PointerGetDatum(buildoidvector(argtypes, nargs)),
+						  ObjectIdGetDatum(nsp));
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	result = ((Form_pg_proc) GETSTRUCT(tup))->oid;
+	ReleaseSysCache(tup);
+	return result;
+}
+
+/*
  * An expression (or list) with every kafka.json_parse(v) ->> k in it
- * evaluated by kafka._json_field_text(v, k) instead; unchanged where the
- * installed extension has no such function (its SQL objects not updated).
+ * evaluated by kafka._json_field_text(v, k) instead.  Unchanged where that
+ * could change what happens:
+ *	- the installed extension has no such function (SQL objects not updated);
+ *	- the current user (the view's owner, who runs the plan) may not execute
+ *	  all three functions: the executor then checks _json_field_text instead
+ *	  of the other two, whose own check must stay the one that counts;
+ *	- the database encoding is not UTF-8: the lexer converts \uXXXX escapes
+ *	  to it and may raise an error of its own, at another point of the parse
+ *	  than json_parse would (_json_field_text itself is json_parse ->> then).
  */
 Node *
 kafka_json_field_fast_path(Node *expr)
@@ -843,12 +892,16 @@ kafka_json_field_fast_path(Node *expr)
 	JsonFieldRewrite rw;
 	Oid			bytea_arg[1] = {BYTEAOID};
 	Oid			field_args[2] = {BYTEAOID, TEXTOID};
+	Oid			user = GetUserId();
 
-	rw.json_parse = LookupFuncName(list_make2(makeString("kafka"), makeString("json_parse")),
-								   1, bytea_arg, true);
-	rw.field_text = LookupFuncName(list_make2(makeString("kafka"), makeString("_json_field_text")),
-								   2, field_args, true);
-	if (!OidIsValid(rw.json_parse) || !OidIsValid(rw.field_text) || expr == NULL)
+	if (expr == NULL || GetDatabaseEncoding() != PG_UTF8)
+		return expr;
+	rw.json_parse = kafka_function_oid("json_parse", 1, bytea_arg);
+	rw.field_text = kafka_function_oid("_json_field_text", 2, field_args);
+	if (!OidIsValid(rw.json_parse) || !OidIsValid(rw.field_text) ||
+		pg_proc_aclcheck(rw.json_parse, user, ACL_EXECUTE) != ACLCHECK_OK ||
+		pg_proc_aclcheck(rw.field_text, user, ACL_EXECUTE) != ACLCHECK_OK ||
+		pg_proc_aclcheck(F_JSONB_OBJECT_FIELD_TEXT, user, ACL_EXECUTE) != ACLCHECK_OK)
 		return expr;
 	return json_field_mutator(expr, &rw);
 }
