@@ -34,14 +34,18 @@ LISTENERS=(PLAINTEXT SSL MTLS SASL_PLAINTEXT SASL_SSL WRONGHOST CONTROLLER)
 log() { printf '[%s] kafka: %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# free_port — a TCP port on 127.0.0.1 that nothing listens on (and not handed out before in this run).
+# next_free_port — set FREE_PORT to a TCP port on 127.0.0.1 that nothing listens on and that was not
+# handed out before in this run. Not meant for $(...): the record of ports handed out would stay in the
+# subshell, and two listeners of a cluster could get the same port (a node then exited at start with
+# "Address already in use", as t/570 did once).
 declare -A _TAKEN=()
-free_port() {
+FREE_PORT=""
+next_free_port() {
     local port
     for _ in $(seq 200); do
         port="$(random_listen_port)"
         [ -z "${_TAKEN[$port]:-}" ] || continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then _TAKEN[$port]=1; echo "$port"; return 0; fi
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then _TAKEN[$port]=1; FREE_PORT="$port"; return 0; fi
     done
     return 1
 }
@@ -109,7 +113,7 @@ cmd_start() {
     declare -A PORT=()
     local voters=""
     for i in $(seq "$nodes"); do
-        for l in "${LISTENERS[@]}"; do PORT[$i,$l]="$(free_port)" || die "no free port"; done
+        for l in "${LISTENERS[@]}"; do next_free_port || die "no free port"; PORT[$i,$l]="$FREE_PORT"; done
         voters+="${voters:+,}$i@127.0.0.1:${PORT[$i,CONTROLLER]}"
     done
     local rf=$(( nodes < 3 ? nodes : 3 )) min_isr=$(( nodes < 3 ? 1 : 2 ))
