@@ -218,7 +218,8 @@ extern int	kafka_auto_refresh_wait_ms;
 extern pgsocket kafka_watch_socket(void);
 extern bool kafka_watch_try(const char *what, void (*fn) (void *arg), void *arg);
 extern void kafka_watch_begin_sync(void);
-extern bool kafka_watch_view(Oid mv_oid, Oid serverid, Oid owner, const char *topic);
+extern bool kafka_watch_view(Oid mv_oid, Oid serverid, Oid owner, const char *topic,
+							 bool *began);
 extern void kafka_watch_end_sync(void);
 extern void kafka_watch_drop_changed_topics(void);
 extern List *kafka_watch_arrivals(void);

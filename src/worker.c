@@ -95,6 +95,13 @@
 /* every this many periodic rounds, watched views are checked too */
 #define WATCHED_CHECK_EVERY 10
 
+/*
+ * How often the views of a watch that just began are checked, for one
+ * kafka_fdw.auto_refresh_wait (worker_watch.c: its first fetch may not name
+ * every partition).
+ */
+#define WATCH_YOUNG_CHECK_MS 100
+
 typedef struct KafkaWorkerSlot
 {
 	Oid			dboid;			/* InvalidOid: free */
@@ -609,6 +616,7 @@ typedef struct WatchOne
 {
 	Oid			mv_oid;
 	bool		watched;		/* out */
+	bool		began;			/* out: its topic's watch began now */
 } WatchOne;
 
 static void
@@ -624,18 +632,19 @@ watch_one(void *arg)
 		pg_class_aclcheck(st.ftable_oid, owner, ACL_SELECT) == ACLCHECK_OK)
 	{
 		kafka_get_table_options(st.ftable_oid, &opts);
-		w->watched = kafka_watch_view(w->mv_oid, opts.serverid, owner, opts.topic);
+		w->watched = kafka_watch_view(w->mv_oid, opts.serverid, owner, opts.topic,
+									  &w->began);
 	}
 }
 
 /*
  * Watch the topics of views for arriving records (worker_watch.c); returns
- * the views that are watched, in memory context result_cxt.  A view whose
- * options cannot be read now is left to the periodic check, whose refresh
- * reports what is wrong.
+ * the views that are watched, and in *began those whose topic's watch began
+ * now, in memory context result_cxt.  A view whose options cannot be read
+ * now is left to the periodic check, whose refresh reports what is wrong.
  */
 static List *
-watch_views(List *views, MemoryContext result_cxt)
+watch_views(List *views, MemoryContext result_cxt, List **began)
 {
 	List	   *watched = NIL;
 	ListCell   *lc;
@@ -643,13 +652,15 @@ watch_views(List *views, MemoryContext result_cxt)
 	kafka_watch_begin_sync();
 	foreach(lc, views)
 	{
-		WatchOne	w = {lfirst_oid(lc), false};
+		WatchOne	w = {lfirst_oid(lc), false, false};
 
 		if (kafka_watch_try("cannot read a view's options", watch_one, &w) && w.watched)
 		{
 			MemoryContext old = MemoryContextSwitchTo(result_cxt);
 
 			watched = lappend_oid(watched, w.mv_oid);
+			if (w.began)
+				*began = lappend_oid(*began, w.mv_oid);
 			MemoryContextSwitchTo(old);
 		}
 	}
@@ -661,10 +672,11 @@ watch_views(List *views, MemoryContext result_cxt)
  * The auto views of this database, or NIL when there are none, the
  * extension is not installed, or the database is being dropped (*dropping).
  * Their topics' watch is brought in line with them; *watched is set to the
- * views that are watched.  Both lists in the caller's memory context.
+ * views that are watched, *began to those whose watch began now.  The lists
+ * are in the caller's memory context.
  */
 static List *
-auto_views(bool *dropping, List **watched, bool recheck_partitions)
+auto_views(bool *dropping, List **watched, List **began, bool recheck_partitions)
 {
 	List	   *views = NIL;
 	MemoryContext caller = CurrentMemoryContext;
@@ -684,10 +696,11 @@ auto_views(bool *dropping, List **watched, bool recheck_partitions)
 		MemoryContextSwitchTo(old);
 	}
 	*watched = NIL;
+	*began = NIL;
 	if (!*dropping && recheck_partitions)
 		kafka_watch_drop_changed_topics();
 	if (!*dropping)
-		*watched = watch_views(views, caller);
+		*watched = watch_views(views, caller, began);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	return views;
@@ -788,6 +801,19 @@ refresh_one(Oid mv_oid, MemoryContext work_cxt)
 	PG_END_TRY();
 }
 
+/* The views of list that are among found, in the current memory context. */
+static List *
+still_auto(List *list, List *found)
+{
+	List	   *kept = NIL;
+	ListCell   *lc;
+
+	foreach(lc, list)
+		if (list_member_oid(found, lfirst_oid(lc)))
+			kept = lappend_oid(kept, lfirst_oid(lc));
+	return kept;
+}
+
 void
 kafka_worker_main(Datum arg)
 {
@@ -798,6 +824,9 @@ kafka_worker_main(Datum arg)
 	WaitEventSet *wait_set;
 	List	   *views = NIL;	/* the auto views, in views_cxt */
 	List	   *watched = NIL;	/* those watched, in views_cxt */
+	List	   *young = NIL;	/* those whose watch began lately, in views_cxt */
+	TimestampTz young_until = 0;
+	TimestampTz next_young_check = 0;
 	uint64		round = 0;
 	bool		check_all = true;
 	TimestampTz next_check = 0;
@@ -864,13 +893,14 @@ kafka_worker_main(Datum arg)
 			bool		dropping;
 			List	   *found;
 			List	   *now_watched;
+			List	   *began;
 			bool		safety_net = round++ % WATCHED_CHECK_EVERY == 0;
 
 			SpinLockAcquire(&shared->mutex);
 			generation = slot->generation;
 			SpinLockRelease(&shared->mutex);
 
-			found = auto_views(&dropping, &now_watched, safety_net);
+			found = auto_views(&dropping, &now_watched, &began, safety_net);
 			if (dropping)
 			{
 				/* let DROP DATABASE go ahead; a new set_auto_refresh wakes us */
@@ -887,9 +917,11 @@ kafka_worker_main(Datum arg)
 			/*
 			 * A view watched since the last round needs no check: the watch
 			 * sees all that arrives.  The others are checked: unwatched
-			 * ones, those whose watch just began (records from before it),
-			 * failing ones (retried without new records), and every view
-			 * each WATCHED_CHECK_EVERY rounds (a partition added).
+			 * ones, those whose watch just began (records from before it,
+			 * also when the watch started over with new server options or
+			 * partitions), failing ones (retried without new records), and
+			 * every view each WATCHED_CHECK_EVERY rounds (a partition
+			 * added).
 			 */
 			foreach(lc, found)
 			{
@@ -898,14 +930,26 @@ kafka_worker_main(Datum arg)
 				CHECK_FOR_INTERRUPTS();
 				if (safety_net || !list_member_oid(watched, mv_oid) ||
 					!list_member_oid(now_watched, mv_oid) ||
+					list_member_oid(began, mv_oid) ||
 					view_backoff(mv_oid)->failures > 0)
 					refresh_one(mv_oid, work_cxt);
 				MemoryContextSwitchTo(work_cxt);
+			}
+			/* a new watch's first fetch may miss partitions: check meanwhile */
+			young = still_auto(young, found);
+			if (began != NIL)
+			{
+				young = list_concat_unique_oid(young, began);
+				young_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  kafka_auto_refresh_wait_ms);
+				next_young_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															   WATCH_YOUNG_CHECK_MS);
 			}
 			MemoryContextReset(views_cxt);
 			MemoryContextSwitchTo(views_cxt);
 			views = list_copy(found);
 			watched = list_copy(now_watched);
+			young = list_copy(young);
 			MemoryContextSwitchTo(work_cxt);
 			check_all = false;
 			next_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -929,9 +973,28 @@ kafka_worker_main(Datum arg)
 			MemoryContextSwitchTo(work_cxt);
 		}
 
+		/* views whose watch began lately, every WATCH_YOUNG_CHECK_MS */
+		now = GetCurrentTimestamp();
+		if (young != NIL && now >= young_until)
+			young = NIL;
+		if (young != NIL && now >= next_young_check)
+		{
+			foreach(lc, young)
+			{
+				CHECK_FOR_INTERRUPTS();
+				refresh_one(lfirst_oid(lc), work_cxt);
+				MemoryContextSwitchTo(work_cxt);
+			}
+			next_young_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   WATCH_YOUNG_CHECK_MS);
+		}
+
 		now = GetCurrentTimestamp();
 		timeout = next_check <= now ? 0 :
 			(long) ((next_check - now + 999) / 1000);
+		if (young != NIL)
+			timeout = Min(timeout, next_young_check <= now ? 0 :
+						  (long) ((next_young_check - now + 999) / 1000));
 		if (WaitEventSetWait(wait_set, timeout, &event, 1, PG_WAIT_EXTENSION) == 1 &&
 			(event.events & WL_LATCH_SET))
 		{

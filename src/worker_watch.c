@@ -37,6 +37,15 @@
  *   kafka.reset_stream() - waits at most for the worker's periodic check of
  *   every view (kafka_fdw.auto_refresh_interval), as all records did before.
  *
+ * - A watch that begins may not see its first records at once.  librdkafka
+ *   starts a consumer's partitions one by one, and its broker thread may
+ *   send the first fetch before the last partition has started; the broker
+ *   holds that fetch for up to kafka_fdw.auto_refresh_wait while nothing
+ *   arrives in the partitions it names, and a record in the others waits
+ *   with it (seen in librdkafka's debug log: "Fetch 1/1/2 toppar(s)").  So
+ *   for one auto_refresh_wait after a topic's watch began, the worker checks
+ *   its views every WATCH_YOUNG_CHECK_MS as well (worker.c).
+ *
  * - kafka_watch_sync() is called in a transaction with every auto view:
  *   topics and handles no view needs any more are stopped and destroyed, a
  *   new one is started in a subtransaction whose failure leaves the view
@@ -81,6 +90,7 @@ typedef struct WatchedTopic
 	int32	   *parts;
 	List	   *views;			/* OIDs of auto views on it */
 	bool		arrived;		/* records since the last kafka_watch_arrivals() */
+	bool		began;			/* started by the sync in progress */
 	bool		wanted;			/* named by the sync in progress */
 } WatchedTopic;
 
@@ -288,6 +298,7 @@ start_topic(WatchHandle *h, const char *topic)
 	t->parts = MemoryContextAlloc(TopMemoryContext, sizeof(int32) * Max(nparts, 1));
 	for (int i = 0; i < nparts; i++)
 		t->parts[i] = wm[i].partition;
+	t->began = true;
 	pfree(wm);
 	return t;
 }
@@ -328,6 +339,7 @@ kafka_watch_begin_sync(void)
 			WatchedTopic *t = lfirst(tc);
 
 			t->wanted = false;
+			t->began = false;
 			list_free(t->views);
 			t->views = NIL;
 		}
@@ -379,10 +391,13 @@ start_watch(void *arg)
 /*
  * Watch mv_oid's topic through the consumer of (serverid, owner).  False if
  * the watch could not begin (logged at DEBUG1); the view is then only seen
- * by the periodic check.
+ * by the periodic check.  *began is set when the topic's watch began in this
+ * sync (new, or started over with new options or partitions): see
+ * kafka_watch_began() for what the caller owes such a view.
  */
 bool
-kafka_watch_view(Oid mv_oid, Oid serverid, Oid owner, const char *topic)
+kafka_watch_view(Oid mv_oid, Oid serverid, Oid owner, const char *topic,
+				 bool *began)
 {
 	WatchHandle *h = find_handle(serverid, owner);
 	WatchedTopic *t = h ? find_topic(h, topic) : NULL;
@@ -403,6 +418,7 @@ kafka_watch_view(Oid mv_oid, Oid serverid, Oid owner, const char *topic)
 	t->views = lappend_oid(t->views, mv_oid);
 	MemoryContextSwitchTo(old);
 	t->wanted = true;
+	*began = t->began;
 	return true;
 }
 
