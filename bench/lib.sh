@@ -121,6 +121,25 @@ broker_cpu_ms() {
     s="${s##*) }"   # after the command name, which may contain spaces: fields 3.. (state first)
     awk -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", ($12 + $13) * 1000 / hz }' <<<"$s"
 }
+# broker_jit_cpu_ms — CPU time (user + system) the JVM broker's JIT compiler threads ("C1 CompilerThre",
+# "C2 CompilerThre") have used, in ms; "-" on the test broker or if unknown. A JVM that has just
+# started compiles the code a new kind of load runs for many loads after the first: on 2 cores that
+# compiler competes with the client being measured.
+broker_jit_cpu_ms() {
+    local t s sum=0
+    if [ "$BENCH_KAFKA" = mock ] || [ -z "$BENCH_BROKER_PID" ] || [ ! -d "/proc/$BENCH_BROKER_PID/task" ]; then
+        echo -; return
+    fi
+    for t in /proc/"$BENCH_BROKER_PID"/task/*; do
+        case "$(cat "$t/comm" 2>/dev/null)" in
+            C1\ CompilerThre*|C2\ CompilerThre*)
+                s="$(cat "$t/stat" 2>/dev/null)" || continue
+                s="${s##*) }"
+                sum=$((sum + $(awk '{ print $12 + $13 }' <<<"$s")));;
+        esac
+    done
+    echo $((sum * 1000 / $(getconf CLK_TCK)))
+}
 # cpu_delta A B — B - A of two broker_cpu_ms readings ("-" if unknown).
 cpu_delta() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else echo $(($2 - $1)); fi; }
 

@@ -18,12 +18,17 @@
 # is measured too, to show that memory does not grow with the number of records.
 #
 # KAFKA=real runs it all against a real Apache Kafka instead (bench/lib.sh); beside each figure, the
-# broker process's CPU time during the refresh (or the COPY). Before the runs, WARMUP refreshes are not
-# counted: one on the test broker, three on real Kafka, whose JVM serves the first full reads of a new
-# topic up to twice as slowly (1.85 s, 1.40 s, then 0.77-0.84 s in one probe), which COPY, reading a
-# file, never meets.
+# broker process's CPU time during the refresh (or the COPY). Before the runs, uncounted warm-up
+# refreshes: WARMUP of them (one on the test broker, three on real Kafka), and on real Kafka more until
+# the JVM's JIT compiler threads use at most JIT_QUIET_MS (50) ms of CPU during one (WARMUP_MAX, 20, at
+# most). A JVM that has just started serves the first full reads of a new topic up to twice as slowly
+# (1.85 s, 1.40 s, then 0.77-0.84 s in one probe), and its C2 compiler went on using 120-300 ms of the
+# two cores in each of the next five refreshes (20 ms in the sixth): that is the broker warming up,
+# which a long-running broker has done and which COPY, reading a file, never meets. Each run's JIT
+# compiler CPU is printed beside it.
 #
-# Environment: RECORDS (1000000), PARTITIONS (64), VALUE_BYTES (150), RUNS (3), WARMUP, KAFKA, KEEP_TMP=1, and
+# Environment: RECORDS (1000000), PARTITIONS (64), VALUE_BYTES (150), RUNS (3), WARMUP, JIT_QUIET_MS,
+# WARMUP_MAX, KAFKA, KEEP_TMP=1, and
 # VIEW_COLUMNS, the view's select list (default the eight columns; for example
 # "kafka_partition, kafka_offset, kafka.json_parse(kafka_value) AS data" measures a view whose
 # expressions a refresh evaluates per record, against COPY of the same rows into jsonb).
@@ -42,6 +47,8 @@ PARTITIONS="${PARTITIONS:-64}"
 VALUE_BYTES="${VALUE_BYTES:-150}"
 RUNS="${RUNS:-3}"
 if [ "$BENCH_KAFKA" = mock ]; then WARMUP="${WARMUP:-1}"; else WARMUP="${WARMUP:-3}"; fi
+JIT_QUIET_MS="${JIT_QUIET_MS:-50}"
+WARMUP_MAX="${WARMUP_MAX:-20}"
 TOPIC=refresh_bench
 SMALL_TOPIC=refresh_bench_small
 DB=refresh_bench
@@ -60,8 +67,15 @@ CREATE MATERIALIZED VIEW mv_small AS SELECT $COLUMNS_SQL FROM s.$SMALL_TOPIC WIT
 CREATE TABLE copy_target AS SELECT * FROM mv WITH NO DATA;
 SQL
 
+# The backend's CPU time, user and system, in clock ticks (its threads included: librdkafka's too),
+# from its /proc/self/stat; the fields after the command name start at the third (state).
+PROC_CPU_FROM="FROM (SELECT string_to_array(split_part(pg_read_file('/proc/self/stat'), ') ', 2), ' ') AS f) AS stat"
+CPU_START_SQL="SELECT f[12] AS user0, f[13] AS sys0 $PROC_CPU_FROM \\gset"
+CPU_END_SQL="SELECT 'cpu', f[12]::bigint - :user0, f[13]::bigint - :sys0 $PROC_CPU_FROM;"
+TICK_MS=$((1000 / $(getconf CLK_TCK)))
+
 # refresh_once VIEW — empty VIEW, then time its first REFRESH in one session while sampling the
-# backend's anonymous memory; prints "ms peak_rss_anon_kb vm_hwm_kb rows".
+# backend's anonymous memory; prints "ms peak_rss_anon_kb vm_hwm_kb rows user_cpu_ms system_cpu_ms".
 refresh_once() {
     local view="$1" fifo="$WORK_DIR/refresh.fifo" pid="" peak=0 kb out
     rm -f "$fifo"; mkfifo "$fifo"
@@ -72,9 +86,11 @@ refresh_once() {
     echo "SELECT pg_backend_pid();" >&7
     while [ -z "$pid" ]; do pid="$(head -n 1 "$WORK_DIR/refresh.out" 2>/dev/null || true)"; sleep 0.01; done
     cat >&7 <<SQL
+$CPU_START_SQL
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 REFRESH MATERIALIZED VIEW $view;
 SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
+$CPU_END_SQL
 SELECT 'hwm', substring(pg_read_file('/proc/self/status') FROM 'VmHWM:\s+(\d+)');
 SELECT 'rows', count(*) FROM $view;
 SQL
@@ -86,42 +102,62 @@ SQL
     done
     wait "$psql_pid" || { cat "$WORK_DIR/refresh.out" >&2; die "refresh of $view failed"; }
     out="$(cat "$WORK_DIR/refresh.out")"
-    echo "$(grep '^ms|' <<<"$out" | cut -d'|' -f2) $peak $(grep '^hwm|' <<<"$out" | cut -d'|' -f2) $(grep '^rows|' <<<"$out" | cut -d'|' -f2)"
+    echo "$(grep '^ms|' <<<"$out" | cut -d'|' -f2) $peak $(grep '^hwm|' <<<"$out" | cut -d'|' -f2) $(grep '^rows|' <<<"$out" | cut -d'|' -f2) $(cpu_ms <<<"$out")"
 }
 
-# copy_once — time COPY of the exported rows into the truncated copy_target; prints ms.
+# cpu_ms — "user_ms system_ms" from a session's 'cpu|user|system' line (clock ticks).
+cpu_ms() { awk -F'|' -v t="$TICK_MS" '$1 == "cpu" { print $2 * t, $3 * t }'; }
+
+# copy_once — time COPY of the exported rows into the truncated copy_target; prints
+# "ms user_cpu_ms system_cpu_ms".
 copy_once() {
-    psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <<SQL | grep '^ms|' | cut -d'|' -f2
+    local out
+    out="$(psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <<SQL
 TRUNCATE copy_target;
 CHECKPOINT;
+$CPU_START_SQL
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 COPY copy_target FROM '$WORK_DIR/rows.copy';
 SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
+$CPU_END_SQL
 SQL
+)"
+    echo "$(grep '^ms|' <<<"$out" | cut -d'|' -f2) $(cpu_ms <<<"$out")"
 }
 
-log "$WARMUP warm-up refresh(es) and export of the same rows for COPY"
-for _ in $(seq 1 "$WARMUP"); do
-    read -r ms _ _ rows <<<"$(refresh_once mv)"
+log "warm-up refreshes ($WARMUP at least; on real Kafka until its JIT compiler is quiet) and export of the same rows for COPY"
+warmups=0
+while :; do
+    j0=$(broker_jit_cpu_ms)
+    read -r ms _ _ rows _ _ <<<"$(refresh_once mv)"
+    jit="$(cpu_delta "$j0" "$(broker_jit_cpu_ms)")"
     [ "$rows" = "$RECORDS" ] || die "the view holds $rows rows, expected $RECORDS"
-    log "warm-up refresh: $ms ms"
+    warmups=$((warmups + 1))
+    log "warm-up refresh $warmups: $ms ms (broker JIT compiler CPU $(ms_or_dash "$jit"))"
+    if [ "$warmups" -ge "$WARMUP" ] && { [ "$jit" = - ] || [ "$jit" -le "$JIT_QUIET_MS" ]; }; then break; fi
+    if [ "$warmups" -ge "$WARMUP_MAX" ]; then
+        log "the broker's JIT compiler still used $jit ms in warm-up refresh $warmups: measuring anyway"
+        break
+    fi
 done
 psql_q -d "$DB" -c "COPY (SELECT * FROM mv) TO '$WORK_DIR/rows.copy'" >/dev/null
 copy_once >/dev/null
 
-refresh_ms=(); copy_ms=(); peaks=(); hwms=(); refresh_bcpu=""; copy_bcpu=""; refresh_mcpu=""; copy_mcpu=""
+refresh_ms=(); copy_ms=(); peaks=(); hwms=(); refresh_bcpu=""; copy_bcpu=""; refresh_mcpu=""; copy_mcpu=""; refresh_jit=""
+refresh_user=""; refresh_sys=""; copy_user=""; copy_sys=""
 for run in $(seq 1 "$RUNS"); do
     psql_q -d "$DB" -c "CHECKPOINT" >/dev/null
-    b0=$(broker_cpu_ms); m0=$(busy_ms)
-    read -r ms peak hwm rows <<<"$(refresh_once mv)"
-    b1=$(broker_cpu_ms); m1=$(busy_ms)
+    b0=$(broker_cpu_ms); m0=$(busy_ms); j0=$(broker_jit_cpu_ms)
+    read -r ms peak hwm rows ru rs <<<"$(refresh_once mv)"
+    b1=$(broker_cpu_ms); m1=$(busy_ms); jit="$(cpu_delta "$j0" "$(broker_jit_cpu_ms)")"; refresh_jit+="$jit "
     [ "$rows" = "$RECORDS" ] || die "run $run: the view holds $rows rows, expected $RECORDS"
     refresh_ms+=("$ms"); peaks+=("$peak"); hwms+=("$hwm"); refresh_bcpu+="$(cpu_delta "$b0" "$b1") "
-    c="$(copy_once)"; b2=$(broker_cpu_ms); m2=$(busy_ms); copy_ms+=("$c"); copy_bcpu+="$(cpu_delta "$b1" "$b2") "
+    read -r c cu cs <<<"$(copy_once)"; b2=$(broker_cpu_ms); m2=$(busy_ms); copy_ms+=("$c"); copy_bcpu+="$(cpu_delta "$b1" "$b2") "
+    refresh_user+="$ru "; refresh_sys+="$rs "; copy_user+="$cu "; copy_sys+="$cs "
     refresh_mcpu+="$((m1 - m0)) "; copy_mcpu+="$((m2 - m1)) "
-    log "run $run: refresh ${ms} ms (peak RssAnon ${peak} kB, VmHWM ${hwm} kB, broker CPU $(cpu_delta "$b0" "$b1") ms), COPY ${c} ms"
+    log "run $run: refresh ${ms} ms (peak RssAnon ${peak} kB, VmHWM ${hwm} kB, broker CPU $(ms_or_dash "$(cpu_delta "$b0" "$b1")"), of it JIT compiler $(ms_or_dash "$jit"); backend CPU user ${ru} ms, system ${rs} ms), COPY ${c} ms (backend CPU user ${cu} ms, system ${cs} ms)"
 done
-read -r small_ms small_peak small_hwm small_rows <<<"$(refresh_once mv_small)"
+read -r small_ms small_peak small_hwm small_rows _ _ <<<"$(refresh_once mv_small)"
 
 r_med="$(median "${refresh_ms[*]}")"
 c_med="$(median "${copy_ms[*]}")"
@@ -129,8 +165,9 @@ peak_max="$(printf '%s\n' "${peaks[@]}" | sort -n | tail -n 1)"
 hwm_max="$(printf '%s\n' "${hwms[@]}" | sort -n | tail -n 1)"
 
 echo
-echo "refresh benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte values, median of $RUNS runs after $WARMUP warm-up refresh(es)"
+echo "refresh benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs: $RECORDS records, $PARTITIONS partitions, ~$VALUE_BYTES-byte values, median of $RUNS runs after $warmups warm-up refresh(es)"
 echo "broker: $BENCH_BROKER_DESC"
+[ "$BENCH_KAFKA" = mock ] || echo "broker JIT compiler CPU in each counted refresh (ms): $refresh_jit"
 bench_host_line
 printf '%-44s %10s %12s %12s %12s   %s\n' "what" "median ms" "rows/s" "broker CPU" "machine CPU" "runs (ms)"
 calc() { awk "BEGIN { print $1 }"; }
@@ -140,6 +177,9 @@ printf '%-44s %10s %12.0f %12s %12s   %s\n' "$label" "$r_med" "$(calc "$RECORDS 
 printf '%-44s %10s %12.0f %12s %12s   %s\n' "COPY of the same rows (text)" "$c_med" "$(calc "$RECORDS * 1000 / $c_med")" "$(ms_or_dash "$(median "$copy_bcpu")")" "$(ms_or_dash "$(median "$copy_mcpu")")" "${copy_ms[*]}"
 echo "(broker CPU: median user+system CPU time of the broker process meanwhile, /proc/PID/stat; it shares the $(nproc) CPUs;"
 echo " machine CPU: median busy CPU time of the whole machine meanwhile, /proc/stat, other tenants included)"
+echo "backend CPU of each run, user / system ms (its threads included):"
+echo "  refresh: $(paste -d/ <(tr ' ' '\n' <<<"$refresh_user") <(tr ' ' '\n' <<<"$refresh_sys") | grep -v '^/$' | tr '\n' ' ')"
+echo "  COPY:    $(paste -d/ <(tr ' ' '\n' <<<"$copy_user") <(tr ' ' '\n' <<<"$copy_sys") | grep -v '^/$' | tr '\n' ' ')"
 ratio="$(calc "$c_med / $r_med")"
 printf 'refresh rows/s / COPY rows/s = %.2f (target >= 2.0: %s)\n' "$ratio" "$(awk -v r="$ratio" 'BEGIN { print (r >= 2.0 ? "met" : "NOT met") }')"
 echo
