@@ -121,7 +121,7 @@ COPY copy_target FROM '$WORK_DIR/rows.copy';
 SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
 $CPU_END_SQL
 SQL
-)"
+)" || { echo "$out" >&2; return 1; }
     echo "$(grep '^ms|' <<<"$out" | cut -d'|' -f2) $(cpu_ms <<<"$out")"
 }
 
@@ -141,7 +141,7 @@ while :; do
     fi
 done
 psql_q -d "$DB" -c "COPY (SELECT * FROM mv) TO '$WORK_DIR/rows.copy'" >/dev/null
-copy_once >/dev/null
+copy_once >/dev/null || die "COPY of the exported rows failed"
 
 refresh_ms=(); copy_ms=(); peaks=(); hwms=(); refresh_bcpu=""; copy_bcpu=""; refresh_mcpu=""; copy_mcpu=""; refresh_jit=""
 refresh_user=""; refresh_sys=""; copy_user=""; copy_sys=""
@@ -152,7 +152,7 @@ for run in $(seq 1 "$RUNS"); do
     b1=$(broker_cpu_ms); m1=$(busy_ms); jit="$(cpu_delta "$j0" "$(broker_jit_cpu_ms)")"; refresh_jit+="$jit "
     [ "$rows" = "$RECORDS" ] || die "run $run: the view holds $rows rows, expected $RECORDS"
     refresh_ms+=("$ms"); peaks+=("$peak"); hwms+=("$hwm"); refresh_bcpu+="$(cpu_delta "$b0" "$b1") "
-    read -r c cu cs <<<"$(copy_once)"; b2=$(broker_cpu_ms); m2=$(busy_ms); copy_ms+=("$c"); copy_bcpu+="$(cpu_delta "$b1" "$b2") "
+    read -r c cu cs <<<"$(copy_once)"; [ -n "$c" ] || die "run $run: COPY failed"; b2=$(broker_cpu_ms); m2=$(busy_ms); copy_ms+=("$c"); copy_bcpu+="$(cpu_delta "$b1" "$b2") "
     refresh_user+="$ru "; refresh_sys+="$rs "; copy_user+="$cu "; copy_sys+="$cs "
     refresh_mcpu+="$((m1 - m0)) "; copy_mcpu+="$((m2 - m1)) "
     log "run $run: refresh ${ms} ms (peak RssAnon ${peak} kB, VmHWM ${hwm} kB, broker CPU $(ms_or_dash "$(cpu_delta "$b0" "$b1")"), of it JIT compiler $(ms_or_dash "$jit"); backend CPU user ${ru} ms, system ${rs} ms), COPY ${c} ms (backend CPU user ${cu} ms, system ${cs} ms)"
