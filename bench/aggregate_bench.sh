@@ -60,7 +60,7 @@ SQL
 
 # refresh_timed VIEW — REFRESH VIEW in a session whose anonymous memory is sampled; prints "ms peak_kb".
 refresh_timed() {
-    local view="$1" fifo="$WORK_DIR/refresh.fifo" pid="" peak=0 kb out psql_pid
+    local view="$1" fifo="$WORK_DIR/refresh.fifo" pid="" peak out psql_pid
     rm -f "$fifo"; mkfifo "$fifo"
     psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <"$fifo" >"$WORK_DIR/refresh.out" 2>&1 &
     psql_pid=$!
@@ -73,11 +73,7 @@ REFRESH MATERIALIZED VIEW $view;
 SELECT 'ms', round((extract(epoch FROM clock_timestamp()) - :t0) * 1000);
 SQL
     exec 7>&-
-    while kill -0 "$psql_pid" 2>/dev/null; do
-        kb="$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
-        if [ -n "$kb" ] && [ "$kb" -gt "$peak" ]; then peak="$kb"; fi
-        sleep 0.02
-    done
+    peak="$(peak_rss_anon_while "$pid" "$psql_pid")"
     wait "$psql_pid" || { cat "$WORK_DIR/refresh.out" >&2; die "refresh of $view failed"; }
     out="$(cat "$WORK_DIR/refresh.out")"
     echo "$(grep '^ms|' <<<"$out" | cut -d'|' -f2) $peak"

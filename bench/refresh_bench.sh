@@ -77,7 +77,7 @@ TICK_MS=$((1000 / $(getconf CLK_TCK)))
 # refresh_once VIEW — empty VIEW, then time its first REFRESH in one session while sampling the
 # backend's anonymous memory; prints "ms peak_rss_anon_kb vm_hwm_kb rows user_cpu_ms system_cpu_ms".
 refresh_once() {
-    local view="$1" fifo="$WORK_DIR/refresh.fifo" pid="" peak=0 key kb out
+    local view="$1" fifo="$WORK_DIR/refresh.fifo" pid="" peak out
     rm -f "$fifo"; mkfifo "$fifo"
     psql_q -d "$DB" -c "REFRESH MATERIALIZED VIEW $view WITH NO DATA" >/dev/null
     psql -X -qAt -d "$DB" -v ON_ERROR_STOP=1 <"$fifo" >"$WORK_DIR/refresh.out" 2>&1 &
@@ -95,21 +95,7 @@ SELECT 'hwm', substring(pg_read_file('/proc/self/status') FROM 'VmHWM:\s+(\d+)')
 SELECT 'rows', count(*) FROM $view;
 SQL
     exec 7>&-
-    # The sampler forks nothing: an awk and a sleep every 20 ms took 7 % of the machine's samples
-    # during a refresh (perf), on the cores the refresh uses, and COPY has no sampler. A read with a
-    # timeout from a FIFO nobody writes to is the pause.
-    rm -f "$WORK_DIR/pause.fifo"; mkfifo "$WORK_DIR/pause.fifo"
-    exec 8<>"$WORK_DIR/pause.fifo"
-    while kill -0 "$psql_pid" 2>/dev/null; do
-        while read -r key kb _; do
-            if [ "$key" = RssAnon: ]; then
-                if [ "$kb" -gt "$peak" ]; then peak="$kb"; fi
-                break
-            fi
-        done <"/proc/$pid/status" 2>/dev/null || true
-        read -r -t 0.02 -u 8 _ || true
-    done
-    exec 8>&-
+    peak="$(peak_rss_anon_while "$pid" "$psql_pid")"
     wait "$psql_pid" || { cat "$WORK_DIR/refresh.out" >&2; die "refresh of $view failed"; }
     out="$(cat "$WORK_DIR/refresh.out")"
     echo "$(grep '^ms|' <<<"$out" | cut -d'|' -f2) $peak $(grep '^hwm|' <<<"$out" | cut -d'|' -f2) $(grep '^rows|' <<<"$out" | cut -d'|' -f2) $(cpu_ms <<<"$out")"
