@@ -116,10 +116,17 @@ busy_ms() {
 # broker_cpu_ms — CPU time (user + system, all threads) the broker process $BENCH_BROKER_PID has used,
 # in ms (from /proc/PID/stat); "-" if unknown.
 broker_cpu_ms() {
-    local s
-    if [ -z "$BENCH_BROKER_PID" ] || ! s="$(cat "/proc/$BENCH_BROKER_PID/stat" 2>/dev/null)"; then echo -; return; fi
-    s="${s##*) }"   # after the command name, which may contain spaces: fields 3.. (state first)
-    awk -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", ($12 + $13) * 1000 / hz }' <<<"$s"
+    local ticks
+    if [ -z "$BENCH_BROKER_PID" ] || ! ticks="$(stat_cpu_ticks "/proc/$BENCH_BROKER_PID/stat")"; then echo -; return; fi
+    echo $((ticks * 1000 / $(getconf CLK_TCK)))
+}
+# stat_cpu_ticks FILE — user + system CPU time in clock ticks from a /proc/.../stat FILE (of a process
+# or a thread), read with the shell's builtins; fails if FILE cannot be read.
+stat_cpu_ticks() {
+    local line f
+    read -r line <"$1" 2>/dev/null || return 1
+    read -r -a f <<<"${line##*) }"   # after the command name, which may contain spaces: field 3 first
+    echo $((f[11] + f[12]))
 }
 # peak_rss_anon_while PID WATCHED — the highest RssAnon (kB) of process PID, sampled every 20 ms while
 # process WATCHED runs. The loop forks nothing: an awk and a sleep per sample took 7 % of the machine's
@@ -147,16 +154,15 @@ peak_rss_anon_while() {
 # started compiles the code a new kind of load runs for many loads after the first: on 2 cores that
 # compiler competes with the client being measured.
 broker_jit_cpu_ms() {
-    local t s sum=0
+    local t comm ticks sum=0
     if [ "$BENCH_KAFKA" = mock ] || [ -z "$BENCH_BROKER_PID" ] || [ ! -d "/proc/$BENCH_BROKER_PID/task" ]; then
         echo -; return
     fi
     for t in /proc/"$BENCH_BROKER_PID"/task/*; do
-        case "$(cat "$t/comm" 2>/dev/null)" in
-            C1\ CompilerThre*|C2\ CompilerThre*)
-                s="$(cat "$t/stat" 2>/dev/null)" || continue
-                s="${s##*) }"
-                sum=$((sum + $(awk '{ print $12 + $13 }' <<<"$s")));;
+        read -r comm <"$t/comm" 2>/dev/null || continue
+        case "$comm" in
+            "C1 CompilerThre"*|"C2 CompilerThre"*)
+                ticks="$(stat_cpu_ticks "$t/stat")" && sum=$((sum + ticks));;
         esac
     done
     echo $((sum * 1000 / $(getconf CLK_TCK)))

@@ -140,7 +140,7 @@ psql_q -d "$DB" -c "COPY (SELECT * FROM mv) TO '$WORK_DIR/rows.copy'" >/dev/null
 copy_once >/dev/null || die "COPY of the exported rows failed"
 
 refresh_ms=(); copy_ms=(); peaks=(); hwms=(); refresh_bcpu=""; copy_bcpu=""; refresh_mcpu=""; copy_mcpu=""; refresh_jit=""
-refresh_user=""; refresh_sys=""; copy_user=""; copy_sys=""
+refresh_cpu=""; copy_cpu=""
 for run in $(seq 1 "$RUNS"); do
     psql_q -d "$DB" -c "CHECKPOINT" >/dev/null
     b0=$(broker_cpu_ms); m0=$(busy_ms); j0=$(broker_jit_cpu_ms)
@@ -149,7 +149,7 @@ for run in $(seq 1 "$RUNS"); do
     [ "$rows" = "$RECORDS" ] || die "run $run: the view holds $rows rows, expected $RECORDS"
     refresh_ms+=("$ms"); peaks+=("$peak"); hwms+=("$hwm"); refresh_bcpu+="$(cpu_delta "$b0" "$b1") "
     read -r c cu cs <<<"$(copy_once)"; [ -n "$c" ] || die "run $run: COPY failed"; b2=$(broker_cpu_ms); m2=$(busy_ms); copy_ms+=("$c"); copy_bcpu+="$(cpu_delta "$b1" "$b2") "
-    refresh_user+="$ru "; refresh_sys+="$rs "; copy_user+="$cu "; copy_sys+="$cs "
+    refresh_cpu+="$ru/$rs "; copy_cpu+="$cu/$cs "
     refresh_mcpu+="$((m1 - m0)) "; copy_mcpu+="$((m2 - m1)) "
     log "run $run: refresh ${ms} ms (peak RssAnon ${peak} kB, VmHWM ${hwm} kB, broker CPU $(ms_or_dash "$(cpu_delta "$b0" "$b1")"), of it JIT compiler $(ms_or_dash "$jit"); backend CPU user ${ru} ms, system ${rs} ms), COPY ${c} ms (backend CPU user ${cu} ms, system ${cs} ms)"
 done
@@ -174,8 +174,8 @@ printf '%-44s %10s %12.0f %12s %12s   %s\n' "COPY of the same rows (text)" "$c_m
 echo "(broker CPU: median user+system CPU time of the broker process meanwhile, /proc/PID/stat; it shares the $(nproc) CPUs;"
 echo " machine CPU: median busy CPU time of the whole machine meanwhile, /proc/stat, other tenants included)"
 echo "backend CPU of each run, user / system ms (its threads included):"
-echo "  refresh: $(paste -d/ <(tr ' ' '\n' <<<"$refresh_user") <(tr ' ' '\n' <<<"$refresh_sys") | grep -v '^/$' | tr '\n' ' ')"
-echo "  COPY:    $(paste -d/ <(tr ' ' '\n' <<<"$copy_user") <(tr ' ' '\n' <<<"$copy_sys") | grep -v '^/$' | tr '\n' ' ')"
+echo "  refresh: $refresh_cpu"
+echo "  COPY:    $copy_cpu"
 ratio="$(calc "$c_med / $r_med")"
 printf 'refresh rows/s / COPY rows/s = %.2f (target >= 2.0: %s)\n' "$ratio" "$(awk -v r="$ratio" 'BEGIN { print (r >= 2.0 ? "met" : "NOT met") }')"
 echo
